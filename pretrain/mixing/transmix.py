@@ -1,0 +1,98 @@
+"""TransMix: CutMix whose label weights come from the ViT's own attention (Chen et al., CVPR 2022).
+
+Inputs are mixed exactly as CutMix (the Mixup branch of a Mixup/CutMix switch is left as is).
+For box-mixed samples the own-label weight becomes
+
+    lam_attn = sum_p (1 - M_p) A_p / sum_p A_p
+
+where ``A`` (B, h, w) is the last block's CLS attention on the patch tokens, averaged over heads
+and taken from the same forward pass that produced the logits, and ``M`` is the pixel paste
+mask downsampled to the patch grid by nearest neighbour. ``lam_mode`` chooses the label weight:
+
+  * ``mean`` (default, as the official implementation): ``(lam_area + lam_attn) / 2``;
+  * ``attn`` (the paper's equation): ``lam_attn``;
+  * ``area``: plain CutMix (useful for ablations).
+
+lambda never carries gradients (attention is detached).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .base import MixedBatch, mask_to_patches, mix_targets
+from .cutmix import MixupCutMix
+
+LAM_MODES = ("mean", "attn", "area")
+
+
+def transmix_lambda(patch_mask: torch.Tensor, attention: torch.Tensor, lam_area: torch.Tensor,
+                    lam_mode: str = "mean", eps: float = 1e-12) -> torch.Tensor:
+    """Per-sample own-label weight from attention.
+
+    Args:
+        patch_mask: (B, P) paste mask on the patch grid, 1 where the partner's patch lies.
+        attention: (B, P) non-negative CLS attention on the patches.
+        lam_area: (B,) own-image area share.
+        lam_mode: ``mean``, ``attn`` or ``area``.
+
+    Returns:
+        (B,) float32 lambda in [0, 1], detached.
+    """
+    if lam_mode not in LAM_MODES:
+        raise ValueError(f"unknown TransMix lam_mode '{lam_mode}'; expected one of {LAM_MODES}")
+    if patch_mask.shape != attention.shape:
+        raise ValueError(f"paste mask on the patch grid {tuple(patch_mask.shape)} and attention "
+                         f"{tuple(attention.shape)} differ in shape")
+    lam_area = lam_area.detach().float().to(attention.device)
+    if lam_mode == "area":
+        return lam_area
+    a = attention.detach().float()
+    m = patch_mask.detach().float().to(a.device)
+    lam_attn = ((1.0 - m) * a).sum(1) / a.sum(1).clamp_min(eps)
+    lam_attn = lam_attn.clamp(0.0, 1.0)
+    if lam_mode == "attn":
+        return lam_attn
+    return 0.5 * (lam_area + lam_attn)
+
+
+class TransMix(MixupCutMix):
+    """Mixup/CutMix switch whose CutMix branch takes attention-based label weights.
+
+    Same arguments as :class:`MixupCutMix` plus ``lam_mode``. ``targets`` needs the attention map
+    of the forward pass on ``batch.images`` as (B, h, w) (the patch grid) or (B, P).
+    """
+
+    needs_attention = True
+
+    def __init__(self, num_classes: int, lam_mode: str = "mean", **kwargs):
+        if lam_mode not in LAM_MODES:
+            raise ValueError(f"unknown TransMix lam_mode '{lam_mode}'; expected one of {LAM_MODES}")
+        super().__init__(num_classes, **kwargs)
+        self.lam_mode = lam_mode
+
+    def targets(self, batch: MixedBatch, attention: Optional[torch.Tensor] = None) -> torch.Tensor:
+        lam = batch.lam
+        if batch.mask is not None and self.lam_mode != "area":
+            if attention is None:
+                raise ValueError("TransMix needs the CLS attention of the forward pass (got None)")
+            b, _, h, w = batch.images.shape
+            if attention.dim() == 3:
+                grid = tuple(attention.shape[1:])
+                attention = attention.flatten(1)
+            else:
+                p = attention.shape[1]
+                side = int(round((p * h / w) ** 0.5))
+                if side <= 0 or p % side or h % side or w % (p // side):
+                    raise ValueError(f"cannot infer the patch grid of {p} tokens for {h}x{w} images; "
+                                     "pass attention as (B, h, w)")
+                grid = (side, p // side)
+            if attention.shape[0] != b:
+                raise ValueError(f"attention batch {attention.shape[0]} != image batch {b}")
+            if h % grid[0] or w % grid[1]:
+                raise ValueError(f"image size {h}x{w} is not divisible into the {grid[0]}x{grid[1]} patch grid")
+            patch_mask = mask_to_patches(batch.mask, grid)
+            lam_t = transmix_lambda(patch_mask, attention, lam, self.lam_mode)
+            lam = torch.where(batch.cut.to(lam.device), lam_t.to(lam.device), lam)
+        return mix_targets(batch.labels, batch.partner_labels, lam, self.num_classes, self.label_smoothing)

@@ -1,0 +1,3 @@
+from .vit import ClsAttentionTap, create_vit, vit_arch
+
+__all__ = ["ClsAttentionTap", "create_vit", "vit_arch"]
