@@ -12,7 +12,7 @@ cd "$ROOT"
 bash tools/setup.sh
 PY=.venv/bin/python
 export PATH="$ROOT/.venv/bin:$PATH"
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 OUT=${QS_OUT:-runs/quickstart}
 EPOCHS=${QS_EPOCHS:-8}
 SEG_ITERS=${QS_SEG_ITERS:-300}
