@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import sys
@@ -10,17 +9,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-
-def last_miou(work_dir: str):
-    """The last mIoU that mmengine logged under work_dir/<timestamp>/vis_data/scalars.json."""
-    best = None
-    for path in sorted(glob.glob(os.path.join(work_dir, "*", "vis_data", "scalars.json"))):
-        with open(path) as f:
-            for line in f:
-                rec = json.loads(line)
-                if "mIoU" in rec:
-                    best = float(rec["mIoU"])
-    return best
+from downstream.logs import last_scalar  # noqa: E402
 
 
 def random_init_top1(cfg_path: str, data_root: str) -> float:
@@ -57,7 +46,7 @@ def main() -> None:
         else:
             with open(os.path.join(args.out, f"pretrain_{init}", "summary.json")) as f:
                 top1 = json.load(f)["final"].get("val_top1")
-        rows.append((init, top1, last_miou(os.path.join(args.out, f"seg_{init}"))))
+        rows.append((init, top1, last_scalar(os.path.join(args.out, f"seg_{init}"), "mIoU")))
     table = {"rows": [dict(init=r[0], val_top1=r[1], mIoU=r[2]) for r in rows]}
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(table, f, indent=2)
