@@ -1,0 +1,1 @@
+"""Data utilities: datasets, transforms and the synthetic data generator."""
