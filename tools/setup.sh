@@ -75,7 +75,7 @@ else
   "${PIP[@]}" install -q "setuptools>=77,<81" wheel ninja
 
   step "torch==$TORCH_VERSION torchvision==$TORCHVISION_VERSION"
-  "${PIP[@]}" install -q "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" numpy
+  "${PIP[@]}" install -q "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" numpy "mmengine==0.10.7"
   # Built wheels depend on the exact torch; read what is actually installed.
   TORCH_ACTUAL=$("$PY" -c 'import torch; print(torch.__version__.split("+")[0])')
 
