@@ -1,0 +1,30 @@
+# Runtime shared by all MMSeg configs of this repository.
+# `downstream.mmseg` registers the `VitMixViT` backbone (timm key layout, strict
+# checkpoint loading); it must be importable: `pip install -e .` at the
+# repository root, or PYTHONPATH=<repo root>.
+custom_imports = dict(imports=['downstream.mmseg'], allow_failed_imports=False)
+
+default_scope = 'mmseg'
+env_cfg = dict(
+    cudnn_benchmark=True,
+    mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
+    dist_cfg=dict(backend='nccl'),
+)
+vis_backends = [dict(type='LocalVisBackend')]
+visualizer = dict(
+    type='SegLocalVisualizer', vis_backends=vis_backends, name='visualizer')
+log_processor = dict(by_epoch=False)
+log_level = 'INFO'
+# `load_from` restores a whole segmentor (non-strict, MMEngine's loader).
+# Backbone pretraining weights go through `model.backbone.pretrained` instead.
+# Note: torch>=2.6 loads with weights_only=True by default, and MMEngine's own
+# training checkpoints (iter_*.pth) also hold message-hub objects, so --resume,
+# load_from=<work_dir>/iter_N.pth and MMSeg's tools/test.py on such a file fail
+# with "Weights only load failed". Run those with
+# TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (only for checkpoints you wrote yourself).
+# Files written by tools/convert_checkpoint.py hold tensors and strings only
+# and load without it. Saving checkpoints is not affected.
+load_from = None
+resume = False
+
+tta_model = dict(type='SegTTAModel')

@@ -1,0 +1,200 @@
+"""The MMSeg adapter: registration, strict loading through init_weights, configs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("mmcv.ops", reason="needs mmcv with compiled ops")
+pytest.importorskip("mmseg")
+timm = pytest.importorskip("timm")
+
+from mmengine.config import Config  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+import downstream.mmseg as dm  # noqa: E402
+from downstream.weights import CheckpointError  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SYNTH_CFG = os.path.join(REPO, "configs", "mmseg", "linear_synthetic.py")
+ARCH = {
+    "model": "deit_tiny_patch16_224",
+    "img_size": [64, 64],
+    "patch_size": 8,
+    "embed_dim": 192,
+    "depth": 6,
+    "num_heads": 3,
+    "mlp_ratio": 4.0,
+    "qkv_bias": True,
+    "num_prefix_tokens": 1,
+    "num_classes": 10,
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _mmseg_scope():
+    from mmseg.utils import register_all_modules
+
+    register_all_modules(init_default_scope=True)
+
+
+@pytest.fixture(scope="module")
+def pretrained_sd():
+    torch.manual_seed(0)
+    m = timm.create_model("deit_tiny_patch16_224", pretrained=False, img_size=64, patch_size=8, depth=6, num_classes=10)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return {k: v.contiguous() for k, v in m.state_dict().items()}
+
+
+@pytest.fixture
+def ckpt(tmp_path, pretrained_sd):
+    path = str(tmp_path / "model.safetensors")
+    save_file(pretrained_sd, path, metadata={"format": "vitmix-vit", "arch": json.dumps(ARCH)})
+    return path
+
+
+def _build(**backbone):
+    from mmseg.registry import MODELS
+
+    cfg = Config.fromfile(SYNTH_CFG)
+    cfg.model.backbone.update(backbone)
+    return MODELS.build(cfg.model)
+
+
+def test_registered_and_import_is_idempotent():
+    from mmseg.registry import MODELS
+
+    assert MODELS.get("VitMixViT") is dm.VitMixViT
+    # a second execution of the module (reload) must not fail; done in a
+    # subprocess so this session keeps its class objects
+    code = (
+        "import importlib, sys, downstream.mmseg as m\n"
+        "assert 'mmseg.models' not in sys.modules, 'importing the adapter pulled in mmseg.models'\n"
+        "importlib.reload(m)\n"
+        "from mmseg.registry import MODELS\n"
+        "assert MODELS.get('VitMixViT') is m.VitMixViT\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+
+
+def test_segmentor_init_weights_loads_every_backbone_tensor(ckpt, pretrained_sd):
+    seg = _build(pretrained=ckpt)
+    seg.init_weights()
+    backbone_sd = seg.backbone.state_dict()
+    assert set(backbone_sd) == {k for k in pretrained_sd if not k.startswith("head.")}
+    for k, v in backbone_sd.items():
+        assert torch.equal(v, pretrained_sd[k]), k
+    report = seg.backbone.load_report
+    assert report is not None and report.clean and set(report.dropped) == {"head.weight", "head.bias"}
+    # the full segmentor runs on a non-square input
+    seg.eval()
+    with torch.no_grad():
+        out = seg(torch.randn(1, 3, 64, 96), mode="tensor")
+    assert out.shape[:2] == (1, seg.decode_head.num_classes)
+
+
+def test_init_cfg_does_not_overwrite_pretrained(ckpt, pretrained_sd):
+    seg = _build(pretrained=ckpt, init_cfg=[dict(type="Constant", val=0.5, layer="Linear")])
+    seg.init_weights()
+    assert torch.equal(seg.backbone.blocks[3].mlp.fc1.weight, pretrained_sd["blocks.3.mlp.fc1.weight"])
+    # the Pretrained init_cfg spelling goes through the same strict loader
+    seg = _build(init_cfg=dict(type="Pretrained", checkpoint=ckpt))
+    assert seg.backbone.pretrained == ckpt and seg.backbone.init_cfg is None
+    seg.init_weights()
+    assert torch.equal(seg.backbone.pos_embed, pretrained_sd["pos_embed"])
+
+
+def test_unconverted_checkpoint_fails_init_weights(tmp_path, pretrained_sd):
+    # keys as in MMSeg's own VisionTransformer: must not silently give a random backbone
+    renamed = {}
+    for k, v in pretrained_sd.items():
+        k = k.replace("blocks.", "layers.").replace(".norm1.", ".ln1.").replace(".norm2.", ".ln2.")
+        renamed[k] = v
+    path = str(tmp_path / "mmseg_layout.pth")
+    torch.save({"state_dict": renamed}, path)
+    seg = _build(pretrained=path)
+    with pytest.raises(CheckpointError) as e:
+        seg.init_weights()
+    msg = str(e.value)
+    assert path in msg and "blocks.0.norm1.weight" in msg and "layers.0.ln1.weight" in msg
+
+    # explicit opt-outs
+    seg = _build(pretrained=path, strict=False)
+    seg.init_weights()
+    assert "blocks.0.norm1.weight" in seg.backbone.load_report.missing
+    seg = _build(pretrained=path, allow_missing=["blocks.*"], allow_unexpected=["layers.*"])
+    seg.init_weights()
+    assert seg.backbone.load_report.allowed_unexpected
+
+
+def test_missing_block_and_patch_size_mismatch(tmp_path, ckpt):
+    seg = _build(pretrained=ckpt, num_layers=7)
+    with pytest.raises(CheckpointError, match="checkpoint has 6 blocks, backbone has 7"):
+        seg.init_weights()
+    seg = _build(pretrained=ckpt, patch_size=16)
+    with pytest.raises(CheckpointError) as e:
+        seg.init_weights()
+    assert ckpt in str(e.value) and "patch size 8 vs backbone patch size 16" in str(e.value)
+
+
+def test_converted_checkpoint_works_as_load_from_and_pretrained(tmp_path, ckpt, pretrained_sd):
+    from mmengine.runner import load_checkpoint
+
+    out = str(tmp_path / "backbone_mmseg.pth")
+    tool = os.path.join(REPO, "tools", "convert_checkpoint.py")
+    r = subprocess.run([sys.executable, tool, ckpt, out], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    # MMSeg's load_from path (MMEngine loader, torch.load with weights_only default)
+    seg = _build()
+    load_checkpoint(seg, out, map_location="cpu", strict=False)
+    for k, v in seg.backbone.state_dict().items():
+        assert torch.equal(v, pretrained_sd[k]), k
+    # and our strict path
+    seg = _build(pretrained=out)
+    seg.init_weights()
+    assert seg.backbone.load_report.clean
+    for k, v in seg.backbone.state_dict().items():
+        assert torch.equal(v, pretrained_sd[k]), k
+
+
+def test_configs_parse_and_build():
+    from mmseg.registry import MODELS
+
+    for name in ("linear_deit-s_ade20k-512x512.py", "mask_deit-s_ade20k-512x512.py", "linear_synthetic.py"):
+        cfg = Config.fromfile(os.path.join(REPO, "configs", "mmseg", name))
+        assert cfg.model.backbone.type == "VitMixViT"
+        assert cfg.custom_imports.imports == ["downstream.mmseg"]
+        cfg.model.backbone.pretrained = None
+        seg = MODELS.build(cfg.model)
+        assert seg.backbone.strict is True
+    real = Config.fromfile(os.path.join(REPO, "configs", "mmseg", "linear_deit-s_ade20k-512x512.py"))
+    assert real.optim_wrapper.optimizer.lr == 1e-3 and real.optim_wrapper.optimizer.type == "SGD"
+    assert real.train_cfg.max_iters == 160000 and real.train_dataloader.batch_size == 8
+    assert real.model.decode_head.num_convs == 0 and real.model.decode_head.channels == 384
+
+
+def test_layer_decay_optimizer_constructor():
+    from mmseg.registry import OPTIM_WRAPPER_CONSTRUCTORS
+
+    seg = _build()
+    ctor = OPTIM_WRAPPER_CONSTRUCTORS.build(
+        dict(
+            type="VitMixLayerDecayOptimizerConstructor",
+            optim_wrapper_cfg=dict(type="OptimWrapper", optimizer=dict(type="AdamW", lr=1e-3, weight_decay=0.05)),
+            paramwise_cfg=dict(num_layers=6, layer_decay_rate=0.5),
+        )
+    )
+    groups = ctor(seg).optimizer.param_groups
+    lr_of = {n: g["lr"] for g in groups for n in g["param_names"]}
+    wd_of = {n: g["weight_decay"] for g in groups for n in g["param_names"]}
+    assert lr_of["backbone.pos_embed"] == pytest.approx(1e-3 * 0.5**7)
+    assert lr_of["backbone.blocks.5.mlp.fc1.weight"] == pytest.approx(1e-3 * 0.5)
+    assert lr_of["decode_head.conv_seg.weight"] == pytest.approx(1e-3)
+    assert wd_of["backbone.blocks.0.attn.qkv.weight"] == 0.05 and wd_of["backbone.blocks.0.norm1.weight"] == 0.0
+    assert sum(len(g["params"]) for g in groups) == sum(1 for p in seg.parameters() if p.requires_grad)
