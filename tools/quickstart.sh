@@ -36,7 +36,8 @@ for init in random cutmix transmix; do
   rm -rf "$OUT/seg_$init"
   mim train mmseg configs/mmseg/linear_synthetic.py --work-dir "$OUT/seg_$init" \
     --cfg-options model.backbone.pretrained="$ckpt" train_cfg.max_iters="$SEG_ITERS" \
-    train_cfg.val_interval="$SEG_ITERS" train_dataloader.dataset.data_root=$DATA/ade \
+    train_cfg.val_interval="$SEG_ITERS" param_scheduler.0.end="$SEG_ITERS" \
+    train_dataloader.dataset.data_root=$DATA/ade \
     val_dataloader.dataset.data_root=$DATA/ade test_dataloader.dataset.data_root=$DATA/ade \
     > "$OUT/seg_$init.log" 2>&1 || { tail -n 40 "$OUT/seg_$init.log"; exit 1; }
   grep -E "mIoU" "$OUT/seg_$init.log" | tail -n 1 || true
