@@ -34,7 +34,8 @@ for init in random cutmix transmix; do
   ckpt=None
   [ "$init" != random ] && ckpt="$OUT/pretrain_$init/model.safetensors"
   rm -rf "$OUT/seg_$init"
-  mim train mmseg configs/mmseg/linear_synthetic.py --work-dir "$OUT/seg_$init" \
+  # one data worker here, so two intra-op threads use both cores (68 s vs 110 s for 300 iterations)
+  OMP_NUM_THREADS=${QS_SEG_THREADS:-2} mim train mmseg configs/mmseg/linear_synthetic.py --work-dir "$OUT/seg_$init" \
     --cfg-options model.backbone.pretrained="$ckpt" train_cfg.max_iters="$SEG_ITERS" \
     train_cfg.val_interval="$SEG_ITERS" param_scheduler.0.end="$SEG_ITERS" \
     train_dataloader.dataset.data_root=$DATA/ade \
