@@ -39,7 +39,7 @@ class ClsAttentionTap:
     """
 
     def __init__(self, model: nn.Module, block: int = -1):
-        if not getattr(model, "cls_token", None) is not None:
+        if getattr(model, "cls_token", None) is None:
             raise ValueError(
                 f"{type(model).__name__} has no class token: TransMix-style CLS attention needs a ViT "
                 "with a CLS token (e.g. deit_*, vit_* with class_token=True)")
