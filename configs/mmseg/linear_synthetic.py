@@ -24,6 +24,7 @@
 # busy machine OMP_NUM_THREADS=1 avoids thread oversubscription.
 _base_ = [
     './_base_/models/vitmix_vit-s16_linear.py',
+    './_base_/datasets/ade20k_512x512.py',
     './_base_/default_runtime.py',
     './_base_/schedules/segmenter_160k.py',
 ]
@@ -97,40 +98,19 @@ test_pipeline = [
     dict(type='LoadAnnotations', reduce_zero_label=True),
     dict(type='PackSegInputs'),
 ]
+# the ADE20K dataloaders of the _base_, with the synthetic root, classes and pipelines
+synthetic_dataset = dict(
+    type=dataset_type,
+    data_root=data_root,
+    metainfo=metainfo,
+    img_suffix='.jpg',
+    seg_map_suffix='.png',
+    reduce_zero_label=True)
 train_dataloader = dict(
-    batch_size=8,
-    num_workers=1,
-    persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        metainfo=metainfo,
-        img_suffix='.jpg',
-        seg_map_suffix='.png',
-        reduce_zero_label=True,
-        data_prefix=dict(
-            img_path='images/training', seg_map_path='annotations/training'),
-        pipeline=train_pipeline))
+    num_workers=1, dataset=dict(**synthetic_dataset, pipeline=train_pipeline))
 val_dataloader = dict(
-    batch_size=1,
-    num_workers=1,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        metainfo=metainfo,
-        img_suffix='.jpg',
-        seg_map_suffix='.png',
-        reduce_zero_label=True,
-        data_prefix=dict(
-            img_path='images/validation',
-            seg_map_path='annotations/validation'),
-        pipeline=test_pipeline))
+    num_workers=1, dataset=dict(**synthetic_dataset, pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
-test_evaluator = val_evaluator
 
 # short schedule: a higher lr than Segmenter's 1e-3 so a few hundred
 # iterations train the linear head
