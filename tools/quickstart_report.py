@@ -19,15 +19,12 @@ def random_init_top1(cfg_path: str, data_root: str) -> float:
 
     from pretrain.data.folders import build_folder_dataset
     from pretrain.engine.config import load_config
-    from pretrain.engine.train import evaluate
-    from pretrain.models.vit import create_vit
+    from pretrain.engine.train import build_model, evaluate
 
     cfg = load_config(cfg_path, [f"data.root={data_root}"])
     torch.manual_seed(cfg["train"]["seed"])
-    mc, dc = cfg["model"], cfg["data"]
-    kwargs = dict(mc["kwargs"])
-    kwargs.setdefault("img_size", dc["img_size"])
-    model = create_vit(mc["name"], dc["num_classes"], **kwargs)
+    dc = cfg["data"]
+    model = build_model(cfg)
     loader = DataLoader(build_folder_dataset(dc, dc["val_split"], train=False), batch_size=dc["batch_size"])
     return evaluate(model, loader, torch.device("cpu"), None)["top1"]
 

@@ -100,6 +100,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def build_model(cfg: Dict[str, Any]) -> torch.nn.Module:
+    """The timm ViT a config describes (``model.kwargs`` override its architecture; the input size
+    defaults to ``data.img_size``)."""
+    mc, dc = cfg["model"], cfg["data"]
+    kwargs = dict(mc.get("kwargs") or {})
+    kwargs.setdefault("img_size", int(dc["img_size"]))
+    return create_vit(mc["name"], int(dc["num_classes"]), drop_path_rate=float(mc["drop_path"]), **kwargs)
+
+
 # ---- training --------------------------------------------------------------------------------
 def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
     rank, world, device = init_distributed()
@@ -132,9 +141,7 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
 
     # model, attention tap, mixer
     num_classes = int(dc["num_classes"])
-    kwargs = dict(mc.get("kwargs") or {})
-    kwargs.setdefault("img_size", int(dc["img_size"]))
-    model = create_vit(mc["name"], num_classes, drop_path_rate=float(mc["drop_path"]), **kwargs).to(device)
+    model = build_model(cfg).to(device)
     mixer = build_mixer(cfg["mixer"], num_classes, seed=int(tc["seed"]) * 1000 + rank)
     tap = ClsAttentionTap(model) if mixer.needs_attention else None
     if tc.get("channels_last"):
