@@ -189,7 +189,7 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
             for g in optimizer.param_groups:
                 g["lr"] = lr_at(step, total_steps, warmup_steps, base_lr, float(oc["warmup_lr"]), float(oc["min_lr"]))
 
-            batch = mixer(images, labels)
+            batch = mixer(images, labels, model=model)
             with _autocast(device, amp_dtype):
                 logits = net(batch.images)
             attention = None

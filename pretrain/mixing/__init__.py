@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from .base import MixedBatch, mix_targets, soft_target_cross_entropy
+from .base import MixedBatch, Mixer, mix_targets, soft_target_cross_entropy
 from .cutmix import MixupCutMix
 from .transmix import TransMix, transmix_lambda
 
@@ -40,5 +40,5 @@ def build_mixer(cfg: Dict[str, Any], num_classes: int, seed=None):
         raise ValueError(f"bad option for mixer '{name}': {exc}") from exc
 
 
-__all__ = ["MixedBatch", "MixupCutMix", "TransMix", "build_mixer", "available_mixers", "mix_targets",
+__all__ = ["MixedBatch", "Mixer", "MixupCutMix", "TransMix", "build_mixer", "available_mixers", "mix_targets",
            "soft_target_cross_entropy", "transmix_lambda"]

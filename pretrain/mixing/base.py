@@ -8,7 +8,9 @@ Conventions (as timm and the official TransMix code):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +37,42 @@ class MixedBatch:
     lam: torch.Tensor
     mask: Optional[torch.Tensor] = None
     cut: Optional[torch.Tensor] = None
+
+
+class Mixer:
+    """Common interface of every mixer (what the training engine relies on).
+
+    * ``batch = mixer(images, labels, model=None)`` mixes a (B, C, H, W) batch with (B,) integer
+      labels and returns a :class:`MixedBatch`. ``model`` is the (unwrapped) network being
+      trained; only mixers with ``needs_model = True`` use it (e.g. gradient saliency).
+    * ``targets = mixer.targets(batch, attention=None)`` gives (B, K) soft targets. Mixers with
+      ``needs_attention = True`` want the last-block CLS attention of the forward pass on
+      ``batch.images``, as (B, h, w) on the patch grid.
+    * ``mixer.to(device)`` moves any auxiliary network (teacher, saliency model) and returns the mixer.
+    * ``state_dict()`` / ``load_state_dict()`` capture the mixer's random generators so that a
+      resumed run draws the same boxes and coefficients as an uninterrupted one.
+
+    Subclasses keep their randomness in ``self.rng`` (numpy ``Generator``) and ``self.gen``
+    (CPU ``torch.Generator``), both created by :meth:`_init_rng`.
+    """
+
+    needs_attention = False
+    needs_model = False
+
+    def _init_rng(self, seed: Optional[int]) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.gen = torch.Generator()
+        self.gen.manual_seed(int(self.rng.integers(2**62)))
+
+    def to(self, device) -> "Mixer":
+        return self
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"numpy": self.rng.bit_generator.state, "torch": self.gen.get_state()}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["numpy"]
+        self.gen.set_state(state["torch"])
 
 
 def check_batch(x: torch.Tensor, y: torch.Tensor) -> None:

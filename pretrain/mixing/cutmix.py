@@ -14,13 +14,13 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
-from .base import (MixedBatch, box_area_lam, box_masks, check_batch, mix_targets, paste, rand_bbox,
+from .base import (MixedBatch, Mixer, box_area_lam, box_masks, check_batch, mix_targets, paste, rand_bbox,
                    rand_bbox_minmax)
 
 MODES = ("batch", "pair", "elem")
 
 
-class MixupCutMix:
+class MixupCutMix(Mixer):
     """Mixup and/or CutMix, switching between them per batch (or per sample / pair).
 
     Args:
@@ -67,9 +67,7 @@ class MixupCutMix:
         self.correct_lam = bool(correct_lam) or self.cutmix_minmax is not None
         self.label_smoothing = float(label_smoothing)
         self.enabled = self.mixup_alpha > 0 or self.cutmix_alpha > 0
-        self.rng = np.random.default_rng(seed)
-        self.gen = torch.Generator()
-        self.gen.manual_seed(int(self.rng.integers(2**62)))
+        self._init_rng(seed)
 
     # ---- parameter draws -------------------------------------------------------------------
     def _draw(self, n: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -121,7 +119,7 @@ class MixupCutMix:
         return boxes
 
     # ---- mixing ----------------------------------------------------------------------------
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> MixedBatch:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, model=None) -> MixedBatch:
         """Mix a batch. x: (B, C, H, W); y: (B,) int labels. The input tensor is not modified."""
         check_batch(x, y)
         b, _, h, w = x.shape
