@@ -142,7 +142,7 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
     # model, attention tap, mixer
     num_classes = int(dc["num_classes"])
     model = build_model(cfg).to(device)
-    mixer = build_mixer(cfg["mixer"], num_classes, seed=int(tc["seed"]) * 1000 + rank)
+    mixer = build_mixer(cfg["mixer"], num_classes, seed=int(tc["seed"]) * 1000 + rank).to(device)
     tap = ClsAttentionTap(model) if mixer.needs_attention else None
     if tc.get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
@@ -181,7 +181,9 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
             train_sampler.set_epoch(epoch)
         t0 = time.time()
         loss_sum = seen = 0.0
-        for i, (images, labels) in enumerate(train_loader):
+        for i, loader_batch in enumerate(train_loader):
+            images, labels = loader_batch[0], loader_batch[1]
+            extras = loader_batch[2] if len(loader_batch) > 2 else None
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             if tc.get("channels_last"):
@@ -189,7 +191,7 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
             for g in optimizer.param_groups:
                 g["lr"] = lr_at(step, total_steps, warmup_steps, base_lr, float(oc["warmup_lr"]), float(oc["min_lr"]))
 
-            batch = mixer(images, labels, model=model)
+            batch = mixer(images, labels, model=model, extras=extras)
             with _autocast(device, amp_dtype):
                 logits = net(batch.images)
             attention = None

@@ -42,9 +42,13 @@ class MixedBatch:
 class Mixer:
     """Common interface of every mixer (what the training engine relies on).
 
-    * ``batch = mixer(images, labels, model=None)`` mixes a (B, C, H, W) batch with (B,) integer
-      labels and returns a :class:`MixedBatch`. ``model`` is the (unwrapped) network being
-      trained; only mixers with ``needs_model = True`` use it (e.g. gradient saliency).
+    * ``batch = mixer(images, labels, model=None, extras=None)`` mixes a (B, C, H, W) batch with
+      (B,) integer labels and returns a :class:`MixedBatch`. ``model`` is the (unwrapped) network
+      being trained; only mixers with ``needs_model = True`` use it (e.g. gradient saliency).
+      ``extras`` is the third element of a loader batch ``(images, labels, extras)`` when the
+      dataset was wrapped by :meth:`wrap_dataset` (e.g. crop geometry for dense label maps).
+    * ``dataset = mixer.wrap_dataset(dataset)`` lets a mixer attach per-sample side information
+      to the training set (identity by default).
     * ``targets = mixer.targets(batch, attention=None)`` gives (B, K) soft targets. Mixers with
       ``needs_attention = True`` want the last-block CLS attention of the forward pass on
       ``batch.images``, as (B, h, w) on the patch grid.
@@ -66,6 +70,9 @@ class Mixer:
 
     def to(self, device) -> "Mixer":
         return self
+
+    def wrap_dataset(self, dataset):
+        return dataset
 
     def state_dict(self) -> Dict[str, Any]:
         return {"numpy": self.rng.bit_generator.state, "torch": self.gen.get_state()}

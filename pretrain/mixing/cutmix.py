@@ -119,7 +119,7 @@ class MixupCutMix(Mixer):
         return boxes
 
     # ---- mixing ----------------------------------------------------------------------------
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, model=None) -> MixedBatch:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, model=None, extras=None) -> MixedBatch:
         """Mix a batch. x: (B, C, H, W); y: (B,) int labels. The input tensor is not modified."""
         check_batch(x, y)
         b, _, h, w = x.shape
