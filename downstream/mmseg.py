@@ -14,8 +14,20 @@ with only a warning in the log. :class:`VitMixViT` keeps the timm key layout
 and loads through :func:`downstream.weights.load_pretrained`, strictly by
 default; the load report goes to the MMEngine logger.
 
-Importing this module only imports ``mmseg.registry`` (cheap) and is safe to
-repeat (registration uses ``force=True``).
+Importing it also registers, from sibling modules:
+
+* :mod:`downstream.mmseg_data`: ``CheckedADE20KDataset``/``CheckedSegDataset``
+  (missing folders, images without labels -> errors naming the path) and the
+  ``CheckSegMap`` transform (label values outside the class range, label/image
+  size mismatch -> errors naming the file);
+* :mod:`downstream.mmseg_hooks`: ``PretrainedCheckHook`` (the backbone still
+  equals its checkpoint when training starts);
+* :mod:`downstream.mmseg_checkpoint`: weights-only ``torch.load`` allow-list
+  for MMEngine's own ``iter_*.pth`` files (``mim test``, ``--resume``,
+  ``load_from`` work with torch >= 2.6 without turning the check off).
+
+Importing this module imports ``mmseg.registry`` and ``mmseg.datasets`` but
+not ``mmseg.models``, and is safe to repeat (registration uses ``force=True``).
 """
 
 from __future__ import annotations
@@ -28,10 +40,14 @@ from mmengine.model import BaseModule
 from mmengine.optim import DefaultOptimWrapperConstructor
 from mmseg.registry import MODELS, OPTIM_WRAPPER_CONSTRUCTORS
 
+from . import mmseg_data, mmseg_hooks  # noqa: F401  (registration)
+from .mmseg_checkpoint import register_mmengine_safe_globals
 from .vit import VisionTransformer, get_layer_id
 from .weights import LoadReport, load_pretrained
 
 __all__ = ["VitMixViT", "VitMixLayerDecayOptimizerConstructor", "BACKBONE_NAME"]
+
+register_mmengine_safe_globals()
 
 BACKBONE_NAME = "VitMixViT"
 

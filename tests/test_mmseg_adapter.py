@@ -59,9 +59,11 @@ def ckpt(tmp_path, pretrained_sd):
 
 
 def _build(**backbone):
+    """The synthetic config's segmentor; the backbone grid defaults to the checkpoint's (64 px / 8)."""
     from mmseg.registry import MODELS
 
     cfg = Config.fromfile(SYNTH_CFG)
+    backbone.setdefault("img_size", 64)
     cfg.model.backbone.update(backbone)
     return MODELS.build(cfg.model)
 
@@ -166,17 +168,39 @@ def test_converted_checkpoint_works_as_load_from_and_pretrained(tmp_path, ckpt, 
 def test_configs_parse_and_build():
     from mmseg.registry import MODELS
 
-    for name in ("linear_deit-s_ade20k-512x512.py", "mask_deit-s_ade20k-512x512.py", "linear_synthetic.py"):
+    widths = {"t": (192, 3), "s": (384, 6), "b": (768, 12)}
+    names = [f"{h}_deit-{a}_ade20k-512x512.py" for h in ("linear", "mask") for a in widths]
+    for name in names + ["linear_synthetic.py", "mask_synthetic.py"]:
         cfg = Config.fromfile(os.path.join(REPO, "configs", "mmseg", name))
         assert cfg.model.backbone.type == "VitMixViT"
         assert cfg.custom_imports.imports == ["downstream.mmseg"]
+        assert cfg.custom_hooks == [dict(type="PretrainedCheckHook")]
         cfg.model.backbone.pretrained = None
+        depth = cfg.model.backbone.num_layers
+        cfg.model.backbone.num_layers = 1  # the build checks wiring; 12 DeiT-B blocks only cost time
         seg = MODELS.build(cfg.model)
         assert seg.backbone.strict is True
-    real = Config.fromfile(os.path.join(REPO, "configs", "mmseg", "linear_deit-s_ade20k-512x512.py"))
-    assert real.optim_wrapper.optimizer.lr == 1e-3 and real.optim_wrapper.optimizer.type == "SGD"
-    assert real.train_cfg.max_iters == 160000 and real.train_dataloader.batch_size == 8
-    assert real.model.decode_head.num_convs == 0 and real.model.decode_head.channels == 384
+        head = type(seg.decode_head).__name__
+        assert head == ("FCNHead" if name.startswith("linear") else "SegmenterMaskTransformerHead"), name
+        if "ade20k" not in name:
+            continue
+        dim, heads = widths[name.split("deit-")[1][0]]
+        assert (seg.backbone.embed_dim, seg.backbone.num_heads, depth) == (dim, heads, 12)
+        assert seg.backbone.grid_size == (32, 32) and seg.backbone.patch_size == 16
+        assert seg.decode_head.in_channels == dim and seg.decode_head.num_classes == 150
+        if head == "FCNHead":
+            # Segmenter's Linear decoder: no conv layers, one 1x1 conv to the classes
+            assert isinstance(seg.decode_head.convs, torch.nn.Identity)
+            assert seg.decode_head.conv_seg.kernel_size == (1, 1)
+        else:
+            assert cfg.model.decode_head.num_heads == heads and cfg.model.decode_head.num_layers == 2
+        # Segmenter recipe
+        assert cfg.optim_wrapper.optimizer == dict(type="SGD", lr=1e-3, momentum=0.9, weight_decay=0.0)
+        assert cfg.param_scheduler[0].type == "PolyLR" and cfg.param_scheduler[0].end == 160000
+        assert cfg.train_cfg.max_iters == 160000 and cfg.train_dataloader.batch_size == 8
+        assert cfg.model.backbone.drop_path_rate == 0.1 and cfg.model.test_cfg.mode == "slide"
+        size = {"t": "tiny", "s": "small", "b": "base"}[name.split("deit-")[1][0]]
+        assert cfg.pretrained.startswith(f"checkpoints/deit_{size}_patch16_224")
 
 
 def test_layer_decay_optimizer_constructor():
@@ -198,3 +222,59 @@ def test_layer_decay_optimizer_constructor():
     assert lr_of["decode_head.conv_seg.weight"] == pytest.approx(1e-3)
     assert wd_of["backbone.blocks.0.attn.qkv.weight"] == 0.05 and wd_of["backbone.blocks.0.norm1.weight"] == 0.0
     assert sum(len(g["params"]) for g in groups) == sum(1 for p in seg.parameters() if p.requires_grad)
+
+
+def test_pos_embed_resized_to_the_crop_grid_like_timm(ckpt, pretrained_sd):
+    """img_size=128 (the crop): pos_embed goes 8x8 -> 16x16 once, when loading; the rest is untouched."""
+    from timm.layers import resample_abs_pos_embed
+
+    seg = _build(pretrained=ckpt, img_size=128)
+    seg.init_weights()
+    expected = resample_abs_pos_embed(
+        pretrained_sd["pos_embed"], new_size=(16, 16), old_size=(8, 8), num_prefix_tokens=1,
+        interpolation="bicubic", antialias=False,
+    )
+    assert seg.backbone.pos_embed.shape == (1, 1 + 16 * 16, 192)
+    torch.testing.assert_close(seg.backbone.pos_embed.detach(), expected, rtol=1e-5, atol=1e-6)
+    assert seg.backbone.load_report.resized["pos_embed"] == ((1, 65, 192), (1, 257, 192))
+    for k, v in seg.backbone.state_dict().items():
+        if k != "pos_embed":
+            assert torch.equal(v, pretrained_sd[k]), k
+
+
+def test_embed_dim_mismatch_names_the_file(ckpt):
+    seg = _build(pretrained=ckpt, embed_dims=384, num_heads=6)
+    with pytest.raises(CheckpointError) as e:
+        seg.init_weights()
+    assert ckpt in str(e.value) and "embed dim 192 vs backbone embed dim 384" in str(e.value)
+
+
+class _StubRunner:
+    def __init__(self, model, load_from=None, resume=False, it=0):
+        self.model, self._load_from, self._resume, self.iter = model, load_from, resume, it
+
+
+def test_pretrained_check_hook(ckpt, pretrained_sd):
+    from downstream.mmseg_hooks import PretrainedCheckHook
+
+    seg = _build(pretrained=ckpt, img_size=128)
+    seg.init_weights()
+    hook = PretrainedCheckHook()
+    hook.before_train(_StubRunner(seg))
+    equal, different = hook.result
+    assert different == [] and sorted(equal) == sorted(seg.backbone.state_dict())
+    # something overwrote a tensor after init_weights: an error naming it
+    with torch.no_grad():
+        seg.backbone.blocks[1].attn.proj.weight[0, 0] += 1e-3
+    with pytest.raises(CheckpointError) as e:
+        hook.before_train(_StubRunner(seg))
+    assert "blocks.1.attn.proj.weight" in str(e.value) and "1 of " in str(e.value) and ckpt in str(e.value)
+    # explained by load_from: reported, not raised; a resumed run is not compared
+    PretrainedCheckHook().before_train(_StubRunner(seg, load_from="seg.pth"))
+    h = PretrainedCheckHook()
+    h.before_train(_StubRunner(seg, resume=True, it=100))
+    assert h.result is None
+    # a random backbone (pretrained=None) is not compared either
+    h = PretrainedCheckHook()
+    h.before_train(_StubRunner(_build()))
+    assert h.result is None

@@ -1,14 +1,17 @@
-# Linear decoder (Segmenter) on DeiT-S/16, ADE20K 512x512, 160k iterations,
-# batch 8, SGD lr 1e-3 with polynomial decay.
+# Segmenter Linear decoder (MMSeg's FCNHead, num_convs=0: one 1x1 conv) on
+# DeiT-S/16 (DeiT-Small), ADE20K 512x512 crops. Segmenter recipe: SGD lr 1e-3
+# (momentum 0.9, no weight decay), poly decay over 160k iterations, total batch 8,
+# drop path 0.1, sliding-window test (512x512 windows, stride 480).
 #
 #   mim train mmseg configs/mmseg/linear_deit-s_ade20k-512x512.py \
-#       --cfg-options model.backbone.pretrained=runs/deit-s/model.safetensors
+#       --cfg-options model.backbone.pretrained=runs/<run>/model.safetensors
+#   mim test mmseg configs/mmseg/linear_deit-s_ade20k-512x512.py --checkpoint WORK_DIR/iter_160000.pth [--tta]
 #
 # `pretrained` accepts our pretraining output (model.safetensors), official
 # DeiT/timm .pth files ({'model': ...}; distilled ones lose the dist token),
 # plain/DDP state dicts and tools/convert_checkpoint.py output. Loading is
 # strict: a checkpoint that does not fit (patch size, width, depth, key
-# names) stops the run with the offending keys listed.
+# names) stops the run with the offending keys listed. See docs/segmentation.md.
 _base_ = [
     './_base_/models/vitmix_vit-s16_linear.py',
     './_base_/datasets/ade20k_512x512.py',
@@ -23,7 +26,7 @@ pretrained = 'checkpoints/deit_small_patch16_224-cd65a155.pth'
 
 model = dict(
     backbone=dict(
-        img_size=224,
+        img_size=512,  # pos_embed resized once from the checkpoint's grid
         patch_size=16,
         embed_dims=384,
         num_layers=12,

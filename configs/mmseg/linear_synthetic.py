@@ -18,8 +18,9 @@
 # val_dataloader.dataset.data_root=DIR/ade test_dataloader.dataset.data_root=DIR/ade
 # (the class list then still comes from data/synthetic/classes.json).
 # Linear probing of frozen features: model.backbone.frozen_stages=6.
-# The backbone (192 wide, 6 blocks, 3 heads, patch 8, pretrained at 64x64)
-# must match the checkpoint; loading is strict.
+# The backbone (192 wide, 6 blocks, 3 heads, patch 8) must match the
+# checkpoint; loading is strict.
+# Segmenter mask-transformer variant: mask_synthetic.py.
 # 300 iterations at batch 8 take about a minute on 2 idle CPU cores; on a
 # busy machine OMP_NUM_THREADS=1 avoids thread oversubscription.
 _base_ = [
@@ -45,17 +46,24 @@ palette = [[(67 * c + 40) % 256, (151 * c + 90) % 256, (37 * c + 160) % 256]
            for c in range(num_classes)]
 
 max_iters = 300
-# the synthetic scenes are 128x128; their objects have about the pixel size of
-# the objects in the 64x64 pretraining images, so they are used at full size
-# (the position embedding is interpolated from the 8x8 to the 16x16 grid).
-# Predictions are always evaluated at the original annotation size.
-scale = (128, 128)
-crop_size = (128, 128)
+# The scenes are used at their native size, read from the generator's
+# manifest (128x128 by default): their objects then have about the pixel size
+# of the objects in the classification images (64x64 by default), and the
+# checkpoint's position embedding is resized from the pretraining grid (8x8)
+# to the crop grid (16x16) when loading. Predictions are always evaluated at
+# the original annotation size.
+seg_wh = (128, 128)
+manifest_file = os.path.join(synthetic_dir, 'synthetic.json')
+if os.path.isfile(manifest_file):
+    seg_wh = tuple(json.loads(pathlib.Path(manifest_file).read_text('utf-8'))
+                   ['params']['seg_size'])
+scale = (int(seg_wh[0]), int(seg_wh[1]))  # (W, H), as mmcv's Resize takes it
+crop_size = (int(seg_wh[1]), int(seg_wh[0]))  # (H, W)
 data_preprocessor = dict(size=crop_size, test_cfg=dict(size_divisor=8))
 model = dict(
     data_preprocessor=data_preprocessor,
     backbone=dict(
-        img_size=64,
+        img_size=crop_size,  # the grid of the fine-tuned pos_embed
         patch_size=8,
         embed_dims=192,
         num_layers=6,
@@ -76,12 +84,14 @@ model = dict(
     test_cfg=dict(_delete_=True, mode='whole'))
 
 # MMSeg's ADE20KDataset would remap labels by ADE20K's 150 class names when
-# `classes` changes; BaseSegDataset reads the same layout without remapping.
-dataset_type = 'BaseSegDataset'
+# `classes` changes; BaseSegDataset reads the same layout without remapping
+# (CheckedSegDataset: BaseSegDataset plus file checks, downstream/mmseg_data.py).
+dataset_type = 'CheckedSegDataset'
 metainfo = dict(classes=classes, palette=palette)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='CheckSegMap'),
     dict(
         type='RandomResize',
         scale=scale,
@@ -96,7 +106,27 @@ test_pipeline = [
     dict(type='Resize', scale=scale, keep_ratio=True),
     # annotations are loaded after Resize: evaluation at the original size
     dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='CheckSegMap'),
     dict(type='PackSegInputs'),
+]
+# multi-scale + flip test (--tta): the test scale times each ratio (multiples
+# of the patch size for the square scenes), with and without a flip
+tta_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [dict(type='Resize', scale=(int(scale[0] * r), int(scale[1] * r)),
+                  keep_ratio=True)
+             for r in (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)],
+            [
+                dict(type='RandomFlip', prob=0., direction='horizontal'),
+                dict(type='RandomFlip', prob=1., direction='horizontal'),
+            ],
+            [dict(type='LoadAnnotations')],
+            [dict(type='CheckSegMap')],
+            [dict(type='PackSegInputs')],
+        ]),
 ]
 # the ADE20K dataloaders of the _base_, with the synthetic root, classes and pipelines
 synthetic_dataset = dict(

@@ -17,14 +17,17 @@ log_processor = dict(by_epoch=False)
 log_level = 'INFO'
 # `load_from` restores a whole segmentor (non-strict, MMEngine's loader).
 # Backbone pretraining weights go through `model.backbone.pretrained` instead.
-# Note: torch>=2.6 loads with weights_only=True by default, and MMEngine's own
-# training checkpoints (iter_*.pth) also hold message-hub objects, so --resume,
-# load_from=<work_dir>/iter_N.pth and MMSeg's tools/test.py on such a file fail
-# with "Weights only load failed". Run those with
-# TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (only for checkpoints you wrote yourself).
-# Files written by tools/convert_checkpoint.py hold tensors and strings only
-# and load without it. Saving checkpoints is not affected.
+# torch>=2.6 loads with weights_only=True by default; MMEngine's own training
+# checkpoints (iter_*.pth) also hold message-hub objects and numpy arrays.
+# Importing downstream.mmseg allow-lists exactly those types for the
+# weights-only loader (downstream/mmseg_checkpoint.py), so `mim test`,
+# --resume and load_from=<work_dir>/iter_N.pth work without
+# TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1; anything else is still refused.
 load_from = None
 resume = False
 
 tta_model = dict(type='SegTTAModel')
+
+# when training starts, check that the backbone still equals its `pretrained`
+# checkpoint (an error listing the keys otherwise; a warning when load_from is set)
+custom_hooks = [dict(type='PretrainedCheckHook')]

@@ -19,7 +19,10 @@ model = dict(
     backbone=dict(
         type='VitMixViT',
         # architecture: must match the checkpoint (checked when loading)
-        img_size=224,  # pretraining size: the grid of the stored pos_embed
+        # the grid of the backbone's pos_embed: the checkpoint's (e.g. 224/16 =
+        # 14x14) is resized to it once, when loading (Segmenter: the crop
+        # size); other input sizes are interpolated at forward time
+        img_size=512,
         patch_size=16,
         in_channels=3,
         embed_dims=384,

@@ -1,0 +1,17 @@
+# Segmenter "Mask" decoder (mask transformer, 2 layers) on a plain ViT-S/16
+# (DeiT-S) backbone: MMSeg's own SegmenterMaskTransformerHead.
+_base_ = './vitmix_vit-s16_linear.py'
+
+model = dict(
+    decode_head=dict(
+        _delete_=True,
+        type='SegmenterMaskTransformerHead',
+        in_channels=384,
+        channels=384,
+        num_classes=150,
+        num_layers=2,
+        num_heads=6,
+        embed_dims=384,
+        dropout_ratio=0.0,
+        loss_decode=dict(
+            type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)))
