@@ -1,53 +1,179 @@
-"""ImageNet-style folder datasets (root/<split>/<class>/*.JPEG) with timm's transforms."""
+"""ImageNet-style folder datasets (``root/<split>/<class>/*.JPEG``) with timm's transforms and robust decoding.
+
+Layout problems are errors raised before training starts (missing split folder, no or empty class
+folders, class folders without images, a class count that differs from ``data.num_classes``, train
+and val splits with different classes). Problems of single files are not: :func:`load_rgb` turns
+every decodable image into 8-bit RGB (grayscale, CMYK, palette, RGBA/LA composited on white, 16-bit
+PNGs scaled to 8 bits) and raises :class:`UnreadableImageError` for files that cannot be decoded
+(truncated or corrupt JPEGs, non-images, vanished files), which
+:class:`pretrain.data.robust.KeyedDataset` counts, logs and replaces.
+"""
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Tuple
 
+import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageFile, UnidentifiedImageError
 from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_16BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
-def _rgb_loader(path: str) -> Image.Image:
-    with open(path, "rb") as f:
-        img = Image.open(f)
-        img.load()
-    if img.mode != "RGB":  # grayscale, CMYK, RGBA, palette, 16-bit: convert, don't crash
-        img = img.convert("RGB")
-    return img
+
+class UnreadableImageError(OSError):
+    """An image file that cannot be decoded; ``path`` and ``reason`` say which and why."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert a decoded PIL image of any mode to 8-bit RGB.
+
+    Alpha (RGBA, LA, palette with transparency) is composited on white; 16-bit and 32-bit integer
+    grayscale is scaled from its full range (65535) to 8 bits instead of being clipped at 255;
+    float images are clipped to [0, 255] (or scaled from [0, 1] when that is their range).
+    """
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode == "P" and "transparency" in img.info:
+        img, mode = img.convert("RGBA"), "RGBA"
+    if mode in _ALPHA_MODES:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode in _16BIT_MODES or mode == "I":
+        a = np.asarray(img).astype(np.int64)
+        scale = 257.0 if mode in _16BIT_MODES or a.max(initial=0) > 255 else 1.0
+        a = np.clip(np.rint(a / scale), 0, 255).astype(np.uint8)
+        return Image.fromarray(a, "L").convert("RGB")
+    if mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        if a.size and np.nanmax(a) <= 1.0:
+            a = a * 255.0
+        a = np.clip(np.nan_to_num(a), 0, 255).astype(np.uint8)
+        return Image.fromarray(a, "L").convert("RGB")
+    return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV, P
+
+
+def load_rgb(path: str) -> Image.Image:
+    """Decode ``path`` fully into an 8-bit RGB image; :class:`UnreadableImageError` when it cannot be."""
+    permissive = ImageFile.LOAD_TRUNCATED_IMAGES  # another library may have switched it on: not for us
+    try:
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        with open(path, "rb") as f:
+            img = Image.open(f)
+            img.load()  # decode now: truncated data fails here, not later inside a transform
+        return to_rgb(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        if isinstance(exc, UnreadableImageError):
+            raise
+        raise UnreadableImageError(path, f"{type(exc).__name__}: {exc}") from None
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = permissive
+
+
+def _posterize(img: Image.Image, bits_to_keep: int, **_):
+    """timm's posterize op, also for ``bits_to_keep <= 0`` (a black image, as Pillow < 13 gave).
+
+    RandAugment's ``PosterizeIncreasing`` asks for 0 bits at magnitude 10, which ``rand-m9-mstd0.5``
+    draws for about 2 % of its posterize ops; Pillow >= 13 rejects 0 bits with a ValueError that would
+    stop a run in its first minutes."""
+    from PIL import ImageOps
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size, 0)
+    return ImageOps.posterize(img, int(bits_to_keep))
+
+
+def _patch_timm_posterize() -> None:
+    from timm.data import auto_augment
+    for name, fn in list(auto_augment.NAME_TO_OP.items()):
+        if name.startswith("Posterize") and fn is not _posterize:
+            auto_augment.NAME_TO_OP[name] = _posterize
 
 
 def build_transforms(data_cfg: Dict[str, Any], train: bool):
+    """timm's ``create_transform``: RandomResizedCrop + flip + RandAugment + random erasing for training,
+    resize + centre crop (``eval_crop_pct``) for evaluation. Returns a (3, S, S) float tensor per image."""
     from timm.data import create_transform
+    _patch_timm_posterize()
     size = int(data_cfg["img_size"])
     if train:
         return create_transform(
             size, is_training=True, auto_augment=data_cfg.get("auto_augment") or None,
-            re_prob=float(data_cfg.get("re_prob", 0.0)), re_mode="pixel", re_count=1,
-            color_jitter=data_cfg.get("color_jitter", 0.3), interpolation=data_cfg.get("interpolation", "bicubic"))
+            re_prob=float(data_cfg.get("re_prob", 0.0)), re_mode=data_cfg.get("re_mode", "pixel"),
+            re_count=int(data_cfg.get("re_count", 1)), color_jitter=data_cfg.get("color_jitter", 0.3),
+            interpolation=data_cfg.get("interpolation", "bicubic"))
     return create_transform(size, is_training=False, interpolation=data_cfg.get("interpolation", "bicubic"),
                             crop_pct=float(data_cfg.get("eval_crop_pct", 0.875)))
 
 
-def build_folder_dataset(data_cfg: Dict[str, Any], split: str, train: bool) -> ImageFolder:
-    """An ImageFolder over ``data.root/<split>`` checked against ``data.num_classes``."""
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMG_EXTENSIONS) and not name.startswith(".")
+
+
+def check_folder_layout(root: str, num_classes: int) -> List[str]:
+    """Class names of ``root/<class>/<images>``; ``ValueError``/``FileNotFoundError`` naming the problem."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"dataset split not found: {root}")
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        raise ValueError(f"{root}: no class folders (expected {root}/<class>/<image>)")
+    empty, no_images = [], []
+    for c in classes:
+        names = [e.name for e in os.scandir(os.path.join(root, c)) if e.is_file() or e.is_symlink()]
+        if not names:
+            empty.append(c)
+        elif not any(_is_image(n) for n in names):
+            no_images.append(c)
+    if empty:
+        raise ValueError(f"{root}: empty class folders: {', '.join(empty[:10])}"
+                         + (f" and {len(empty) - 10} more" if len(empty) > 10 else ""))
+    if no_images:
+        raise ValueError(f"{root}: class folders without image files ({', '.join(IMG_EXTENSIONS)}): "
+                         f"{', '.join(no_images[:10])}")
+    if len(classes) != int(num_classes):
+        raise ValueError(f"{root} has {len(classes)} class folders but data.num_classes = {num_classes}")
+    return classes
+
+
+class RobustImageFolder(ImageFolder):
+    """``ImageFolder`` whose loader is :func:`load_rgb` (unreadable files raise
+    :class:`UnreadableImageError` with the path instead of a bare PIL error)."""
+
+    def __init__(self, root: str, transform=None):
+        super().__init__(root, transform=transform, loader=load_rgb, is_valid_file=None)
+
+
+def build_folder_dataset(data_cfg: Dict[str, Any], split: str, train: bool) -> RobustImageFolder:
+    """The dataset of ``data.root/<split>``, its layout checked against ``data.num_classes``."""
     root = os.path.join(data_cfg["root"], split)
     if not os.path.isdir(root):
         raise FileNotFoundError(f"dataset split not found: {root} (set data.root to a folder holding "
                                 f"'{data_cfg.get('train_split', 'train')}/' and '{data_cfg.get('val_split', 'val')}/')")
-    classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
-    empty = [c for c in classes if not any(True for _ in os.scandir(os.path.join(root, c)))]
-    if empty:
-        raise ValueError(f"{root}: empty class folders: {', '.join(empty[:10])}")
-    ds = ImageFolder(root, transform=build_transforms(data_cfg, train), loader=_rgb_loader)
-    if len(ds.classes) != int(data_cfg["num_classes"]):
-        raise ValueError(f"{root} has {len(ds.classes)} class folders but data.num_classes = "
-                         f"{data_cfg['num_classes']}")
-    return ds
+    check_folder_layout(root, int(data_cfg["num_classes"]))
+    return RobustImageFolder(root, transform=build_transforms(data_cfg, train))
+
+
+def check_same_classes(train_set, val_set) -> None:
+    """Train and val splits must name the same classes in the same order (same label indices)."""
+    a, b = list(train_set.classes), list(val_set.classes)
+    if a != b:
+        only_train = sorted(set(a) - set(b))[:5]
+        only_val = sorted(set(b) - set(a))[:5]
+        raise ValueError(f"class folders differ between {train_set.root} and {val_set.root}: "
+                         f"only in train {only_train}, only in val {only_val}")
 
 
 def accuracy(logits: torch.Tensor, target: torch.Tensor, topk: Tuple[int, ...] = (1, 5)):

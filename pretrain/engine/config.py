@@ -17,6 +17,8 @@ DEFAULTS: Dict[str, Any] = {
         "name": "deit_small_patch16_224",  # any timm ViT with a class token
         "kwargs": {},                        # architecture overrides: img_size, patch_size, depth, ...
         "drop_path": 0.1,
+        "ema": False,                        # keep (and evaluate) an exponential moving average of the weights
+        "ema_decay": 0.99996,                # per optimizer step (DeiT)
     },
     "data": {
         "root": "data/imagenet",             # ImageNet folder layout: root/{train,val}/<class>/*.JPEG
@@ -25,12 +27,16 @@ DEFAULTS: Dict[str, Any] = {
         "num_classes": 1000,
         "img_size": 224,
         "batch_size": 128,                   # per process
-        "workers": 8,
+        "workers": 8,                        # loader processes per training process
         "auto_augment": "rand-m9-mstd0.5-inc1",
         "re_prob": 0.25,
-        "color_jitter": 0.3,
+        "re_mode": "pixel",
+        "re_count": 1,
+        "color_jitter": 0.3,                 # ignored by timm when auto_augment is set
         "interpolation": "bicubic",
         "eval_crop_pct": 0.875,
+        "repeated_aug": 1,                   # repeated-augmentation count (DeiT: 3); 1 = off
+        "bad_image_tries": 32,               # unreadable images replaced by their successors up to this many in a row
     },
     "mixer": {"name": "mixup_cutmix", "label_smoothing": 0.1},
     "optim": {
@@ -42,18 +48,26 @@ DEFAULTS: Dict[str, Any] = {
         "warmup_epochs": 5,
         "warmup_lr": 1.0e-6,
         "min_lr": 1.0e-5,
-        "clip_grad": None,
+        "clip_grad": None,                   # max global gradient norm; null = no clipping
+        "fused": "auto",                     # fused AdamW: auto (on CUDA) | true | false
     },
     "train": {
         "epochs": 300,
         "amp": "none",                       # none | bf16 | fp16
         "seed": 0,
-        "log_interval": 50,
+        "deterministic": False,              # deterministic kernels (bit-exact resume tests)
+        "log_interval": 50,                  # steps between steps.jsonl / TensorBoard records (0 = off)
         "eval_interval": 1,                  # epochs
         "out_dir": "runs/pretrain",
+        "resume": None,                      # null | auto | a run or checkpoint folder
+        "checkpoint_steps": 1000,            # mid-epoch resume checkpoint every N optimizer steps (0 = off)
+        "save_every": 50,                    # keep epoch_XXXX.safetensors every N epochs (0 = off)
         "max_bad_steps": 10,                 # non-finite losses in a row before stopping
+        "max_steps": 0,                      # stop after this many optimizer steps (smoke runs; 0 = off)
         "channels_last": False,
         "compile": False,
+        "progress": "auto",                  # tqdm bar on rank 0: auto (when stderr is a terminal) | true | false
+        "tensorboard": True,                 # events under <out_dir>/tb
     },
 }
 
@@ -127,14 +141,34 @@ def load_config(path: str, overrides: List[str] = ()) -> Dict[str, Any]:
 
 def validate(cfg: Dict[str, Any]) -> None:
     d, o, t = cfg["data"], cfg["optim"], cfg["train"]
+    m = cfg["model"]
     checks = [
         (int(d["num_classes"]) >= 2, f"data.num_classes must be >= 2, got {d['num_classes']}"),
         (int(d["batch_size"]) >= 2, f"data.batch_size must be >= 2 for mixing, got {d['batch_size']}"),
         (int(d["img_size"]) > 0, f"data.img_size must be > 0, got {d['img_size']}"),
+        (int(d["workers"]) >= 0, f"data.workers must be >= 0, got {d['workers']}"),
+        (int(d["repeated_aug"]) >= 1, f"data.repeated_aug must be >= 1 (1 = off), got {d['repeated_aug']}"),
+        (int(d["bad_image_tries"]) >= 1, f"data.bad_image_tries must be >= 1, got {d['bad_image_tries']}"),
+        (0.0 <= float(d["re_prob"]) <= 1.0, f"data.re_prob must lie in [0, 1], got {d['re_prob']}"),
+        (0.0 < float(d["eval_crop_pct"]) <= 1.0, f"data.eval_crop_pct must lie in (0, 1], got {d['eval_crop_pct']}"),
+        (0.0 <= float(m["drop_path"]) < 1.0, f"model.drop_path must lie in [0, 1), got {m['drop_path']}"),
+        (0.0 < float(m["ema_decay"]) < 1.0, f"model.ema_decay must lie in (0, 1), got {m['ema_decay']}"),
         (float(o["lr"]) > 0, f"optim.lr must be > 0, got {o['lr']}"),
+        (float(o["lr_base_batch"]) > 0, f"optim.lr_base_batch must be > 0, got {o['lr_base_batch']}"),
+        (float(o["weight_decay"]) >= 0, f"optim.weight_decay must be >= 0, got {o['weight_decay']}"),
+        (o["clip_grad"] is None or float(o["clip_grad"]) > 0, f"optim.clip_grad must be > 0 or null, got {o['clip_grad']}"),
+        (o["fused"] in ("auto", True, False), f"optim.fused must be auto|true|false, got {o['fused']}"),
         (int(t["epochs"]) >= 1, f"train.epochs must be >= 1, got {t['epochs']}"),
         (t["amp"] in ("none", "bf16", "fp16"), f"train.amp must be none|bf16|fp16, got {t['amp']}"),
         (float(o["warmup_epochs"]) >= 0, "optim.warmup_epochs must be >= 0"),
+        (int(t["max_bad_steps"]) >= 1, f"train.max_bad_steps must be >= 1, got {t['max_bad_steps']}"),
+        (int(t["checkpoint_steps"]) >= 0, f"train.checkpoint_steps must be >= 0, got {t['checkpoint_steps']}"),
+        (int(t["save_every"]) >= 0, f"train.save_every must be >= 0, got {t['save_every']}"),
+        (int(t["max_steps"]) >= 0, f"train.max_steps must be >= 0, got {t['max_steps']}"),
+        (int(t["eval_interval"]) >= 1, f"train.eval_interval must be >= 1, got {t['eval_interval']}"),
+        (t["progress"] in ("auto", True, False), f"train.progress must be auto|true|false, got {t['progress']}"),
+        (t["resume"] is None or isinstance(t["resume"], str),
+         f"train.resume must be null, 'auto' or a folder, got {t['resume']!r}"),
     ]
     for ok, msg in checks:
         if not ok:

@@ -1,0 +1,60 @@
+"""Two CPU processes under torchrun (gloo): DDP training, a non-finite loss on one rank skipped by both,
+and the per-rank checkpoint state."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CFG = os.path.join(ROOT, "configs", "pretrain", "synthetic_deit.yaml")
+
+
+@pytest.mark.slow
+def test_two_processes_agree_on_skipping_a_step_one_rank_found_bad(synthetic_root, tmp_path):
+    out = tmp_path / "ddp"
+    overrides = [f"data.root={synthetic_root}/imagenet", "data.num_classes=4", "data.img_size=32",
+                 "data.batch_size=8", "data.workers=0", "data.repeated_aug=3", "model.kwargs.img_size=32",
+                 "model.kwargs.depth=1", f"train.out_dir={out}", "train.epochs=1", "train.log_interval=1",
+                 "train.tensorboard=false", "train.max_bad_steps=2"]
+    driver = tmp_path / "driver.py"
+    driver.write_text(textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {ROOT!r})
+        import torch
+        import pretrain.engine.train as engine
+        from pretrain.train import main
+        rank = int(os.environ["RANK"])
+        original_build = engine.build_mixer
+        def build(*args, **kwargs):
+            mixer = original_build(*args, **kwargs)
+            loss, calls = mixer.loss, []
+            def poisoned(logits, targets):  # rank 1 only, its third batch
+                calls.append(1)
+                value = loss(logits, targets)
+                return value * float("nan") if rank == 1 and len(calls) == 3 else value
+            mixer.loss = poisoned
+            return mixer
+        engine.build_mixer = build
+        sys.exit(main(["--config", {CFG!r}, *{overrides!r}]))
+    """))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
+                           "--nproc-per-node=2", str(driver)], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.load(open(out / "summary.json"))
+    # 96 images, 3 repeats, 2 ranks: 48 samples per rank per epoch = 6 batches of 8; one skipped on both ranks
+    assert summary["skipped_steps"] == 1 and summary["steps"] == 5
+    steps = [json.loads(x) for x in open(out / "steps.jsonl")]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4, 5] and [r["batch"] for r in steps] == [1, 2, 4, 5, 6]
+    assert summary["final"]["val_images"] == 32  # the two ranks' evaluation shards add up to the val split
+    from pretrain.engine.checkpoint import find_checkpoint, load_checkpoint
+    weights, state = load_checkpoint(find_checkpoint(str(out)))
+    assert state["world_size"] == 2 and len(state["ranks"]) == 2
+    # each rank has its own generators (seeded seed + rank) and they were saved separately
+    assert not torch.equal(state["ranks"][0]["rng"]["torch"], state["ranks"][1]["rng"]["torch"])
+    assert all(torch.isfinite(v).all() for v in load_file(str(out / "model.safetensors")).values())

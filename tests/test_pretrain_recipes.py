@@ -1,0 +1,108 @@
+"""Every pretraining recipe in configs/pretrain/ loads and trains a couple of steps on CPU, shrunk by overrides
+(tiny model, 32 px synthetic images); the DeiT recipes carry the papers' hyper-parameters."""
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from pretrain.engine.checkpoint import save_weights
+from pretrain.engine.config import load_config
+from pretrain.engine.train import train
+from pretrain.mixing import available_mixers
+from pretrain.models.vit import create_vit, vit_arch
+
+CFG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "pretrain")
+RECIPES = sorted(glob.glob(os.path.join(CFG_DIR, "*.yaml")))
+DEIT = [f"deit_{m}_{k}" for m in "tsb" for k in ("deit", "cutmix", "transmix", "tokenmix")]
+
+
+def _shrink(root, out):
+    return [f"data.root={root}/imagenet", "data.num_classes=4", "data.img_size=32", "data.batch_size=8",
+            "data.workers=0", "model.kwargs={img_size: 32, patch_size: 8, depth: 1, embed_dim: 32, num_heads: 2}",
+            f"train.out_dir={out}", "train.max_steps=2", "train.epochs=2", "train.tensorboard=false",
+            "train.log_interval=1"]
+
+
+@pytest.fixture(scope="module")
+def tiny_assets(synthetic_root, tmp_path_factory):
+    """A tiny ViT checkpoint (for configs naming a teacher/external checkpoint) and random label maps of
+    the synthetic training split (for TokenMix's label_map target)."""
+    d = tmp_path_factory.mktemp("assets")
+    torch.manual_seed(0)
+    vit = create_vit("deit_tiny_patch16_224", 4, img_size=32, patch_size=8, depth=1, embed_dim=32, num_heads=2)
+    ckpt = str(d / "tiny.safetensors")
+    save_weights(ckpt, vit.state_dict(), vit_arch(vit, "deit_tiny_patch16_224"))
+    from torchvision.datasets import ImageFolder
+    train_root = os.path.join(str(synthetic_root), "imagenet", "train")
+    samples = ImageFolder(train_root).samples
+    maps = d / "label_maps"
+    maps.mkdir()
+    rng = np.random.default_rng(0)
+    np.save(maps / "maps.npy", rng.random((len(samples), 4, 4)).astype(np.float16))
+    (maps / "index.txt").write_text("".join(os.path.relpath(p, train_root) + "\n" for p, _ in samples))
+    (maps / "meta.json").write_text(json.dumps({"teacher": "random", "map": "test"}))
+    return ckpt, str(maps)
+
+
+def _replace_checkpoints(node, ckpt):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "checkpoint" and isinstance(v, str):
+                node[k] = ckpt
+            else:
+                _replace_checkpoints(v, ckpt)
+
+
+def test_the_deit_recipes_exist_with_the_papers_hyper_parameters():
+    names = {os.path.splitext(os.path.basename(p))[0] for p in RECIPES}
+    assert set(DEIT) <= names
+    for name in DEIT:
+        cfg = load_config(os.path.join(CFG_DIR, name + ".yaml"))
+        m, d, o, t, mx = cfg["model"], cfg["data"], cfg["optim"], cfg["train"], cfg["mixer"]
+        size = name.split("_")[1]
+        assert m["name"] == {"t": "deit_tiny_patch16_224", "s": "deit_small_patch16_224",
+                             "b": "deit_base_patch16_224"}[size]
+        assert m["drop_path"] == 0.1 and m["ema"] and m["ema_decay"] == 0.99996
+        assert (d["img_size"], d["num_classes"], d["auto_augment"], d["re_prob"], d["repeated_aug"]) == \
+            (224, 1000, "rand-m9-mstd0.5-inc1", 0.25, 3)
+        assert (o["lr"], o["lr_base_batch"], o["weight_decay"], o["warmup_epochs"], o["min_lr"]) == \
+            (5e-4, 512, 0.05, 5, 1e-5)
+        assert t["epochs"] == 300 and mx["label_smoothing"] == 0.1
+        kind = name.split("_")[2]
+        expected = {"deit": ("mixup_cutmix", 0.8, 1.0), "cutmix": ("cutmix", 0.0, 1.0),
+                    "transmix": ("transmix", 0.8, 1.0), "tokenmix": ("tokenmix", 0.8, None)}[kind]
+        assert mx["name"] == expected[0] and mx.get("mixup_alpha") == expected[1]
+        if expected[2] is not None:
+            assert mx["cutmix_alpha"] == expected[2]
+        if kind in ("deit", "transmix", "tokenmix"):
+            assert mx["switch_prob"] == 0.5
+        if kind == "transmix":
+            assert mx["lam_mode"] == "mean"
+        if kind == "tokenmix":
+            assert (mx["mask_ratio"], mx["extra_tokens"], mx["loss"]) == (0.5, 14, "bce")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", RECIPES, ids=[os.path.basename(p) for p in RECIPES])
+def test_recipe_trains_two_steps_on_cpu(path, synthetic_root, tiny_assets, tmp_path):
+    ckpt, label_maps = tiny_assets
+    name = os.path.splitext(os.path.basename(path))[0]
+    extra = []
+    if "tokenmix" in name:
+        if "tokenmix" not in available_mixers():
+            pytest.skip("mixer 'tokenmix' is not registered in pretrain.mixing yet")
+        cfg0 = load_config(path)
+        if cfg0["mixer"].get("target") == "label_map":
+            extra.append(f"mixer.label_maps={label_maps}")
+    cfg = load_config(path, _shrink(synthetic_root, tmp_path / name) + extra)
+    _replace_checkpoints(cfg["mixer"], ckpt)
+    summary = train(cfg)
+    assert summary["steps"] == 2 and summary["skipped_steps"] == 0
+    steps = [json.loads(x) for x in open(tmp_path / name / "steps.jsonl")]
+    assert [r["step"] for r in steps] == [1, 2] and all(np.isfinite(r["loss"]) for r in steps)
+    final = summary["final"]
+    assert final["partial_epoch"] and final["val_images"] == 32 and 0.0 <= final["val_top1"] <= 100.0
+    assert os.path.isfile(tmp_path / name / "model.safetensors")
