@@ -1,15 +1,22 @@
 """Sample-mixing methods for ViT pretraining, built by name from a config dict.
 
-Each mixer is called as ``batch = mixer(images, labels)`` and gives soft targets through
-``mixer.targets(batch, attention)``; ``mixer.needs_attention`` says whether it wants the
-model's last-block CLS attention on the patch grid.
+Each mixer is called as ``batch = mixer(images, labels, model=model, extras=extras)`` and gives
+soft targets through ``mixer.targets(batch, attention)`` and the loss through
+``mixer.loss(logits, targets)``; ``mixer.needs_attention`` says whether it wants the model's
+last-block CLS attention on the patch grid. See :class:`pretrain.mixing.base.Mixer` and
+docs/mixers.md.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Dict
 
+from .attentive_cutmix import AttentiveCutMix
 from .base import MixedBatch, Mixer, mix_targets, soft_target_cross_entropy
 from .cutmix import MixupCutMix
+from .puzzlemix import PuzzleMix
+from .saliencymix import SaliencyMix
+from .tokenmix import TokenMix
 from .transmix import TransMix, transmix_lambda
 
 # name -> (class, defaults). Defaults follow the DeiT/TransMix recipes.
@@ -19,7 +26,24 @@ _REGISTRY: Dict[str, tuple] = {
     "cutmix": (MixupCutMix, dict(mixup_alpha=0.0, cutmix_alpha=1.0)),
     "mixup_cutmix": (MixupCutMix, dict(mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5)),
     "transmix": (TransMix, dict(mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5)),
+    "tokenmix": (TokenMix, dict(mixup_alpha=0.8, switch_prob=0.5)),
+    "saliencymix": (SaliencyMix, dict(alpha=1.0)),
+    "attentive_cutmix": (AttentiveCutMix, dict(k=6)),
+    "puzzlemix": (PuzzleMix, dict(alpha=1.0)),
 }
+
+
+def _init_options(cls) -> set:
+    """Keyword options of a mixer class, following ``**kwargs`` up the class hierarchy."""
+    allowed = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters
+        allowed |= {n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            break
+    return allowed - {"self", "num_classes", "seed"}
 
 
 def available_mixers():
@@ -34,11 +58,16 @@ def build_mixer(cfg: Dict[str, Any], num_classes: int, seed=None):
         raise ValueError(f"unknown mixer '{name}'; available: {', '.join(available_mixers())}")
     cls, defaults = _REGISTRY[name]
     kwargs = {**defaults, **cfg}
+    allowed = _init_options(cls)
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for mixer '{name}'; allowed: {', '.join(sorted(allowed))}")
     try:
         return cls(num_classes, seed=seed, **kwargs)
     except TypeError as exc:
         raise ValueError(f"bad option for mixer '{name}': {exc}") from exc
 
 
-__all__ = ["MixedBatch", "Mixer", "MixupCutMix", "TransMix", "build_mixer", "available_mixers", "mix_targets",
-           "soft_target_cross_entropy", "transmix_lambda"]
+__all__ = ["AttentiveCutMix", "MixedBatch", "Mixer", "MixupCutMix", "PuzzleMix", "SaliencyMix", "TokenMix",
+           "TransMix", "build_mixer", "available_mixers", "mix_targets", "soft_target_cross_entropy",
+           "transmix_lambda"]

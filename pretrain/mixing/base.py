@@ -7,7 +7,7 @@ Conventions (as timm and the official TransMix code):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -29,6 +29,9 @@ class MixedBatch:
         mask: (B, 1, H, W) float {0, 1} paste mask (1 = partner pixel), or None when no
             sample of the batch was box-mixed (Mixup or no mixing).
         cut: (B,) bool, which samples were box-mixed (None when ``mask`` is None).
+        aux: per-mixer tensors that target construction needs besides the above, e.g.
+            ``patch_mask`` (B, P) on the token grid, ``maps`` (B, P) teacher activation maps of the
+            own images, ``attention`` (B, h, w) from an external model. Empty for plain mixers.
     """
 
     images: torch.Tensor
@@ -37,6 +40,7 @@ class MixedBatch:
     lam: torch.Tensor
     mask: Optional[torch.Tensor] = None
     cut: Optional[torch.Tensor] = None
+    aux: Dict[str, Any] = field(default_factory=dict)
 
 
 class Mixer:
@@ -52,16 +56,26 @@ class Mixer:
     * ``targets = mixer.targets(batch, attention=None)`` gives (B, K) soft targets. Mixers with
       ``needs_attention = True`` want the last-block CLS attention of the forward pass on
       ``batch.images``, as (B, h, w) on the patch grid.
+    * ``loss = mixer.loss(logits, targets)`` is the training loss the method's paper uses with its
+      targets: soft-target cross-entropy by default; TokenMix overrides it with binary
+      cross-entropy (its official recipe). The engine should call it instead of a fixed loss.
     * ``mixer.to(device)`` moves any auxiliary network (teacher, saliency model) and returns the mixer.
     * ``state_dict()`` / ``load_state_dict()`` capture the mixer's random generators so that a
       resumed run draws the same boxes and coefficients as an uninterrupted one.
 
+    Flags: ``needs_attention`` (targets want the training forward's CLS attention; may be an
+    instance attribute, e.g. TransMix with an external attention model sets it to False) and
+    ``needs_model`` (the mixer cannot work without ``model``, e.g. Puzzle-Mix's gradient saliency).
+    Auxiliary networks (teachers, external CNNs) are frozen, in eval mode and run under no_grad.
+
     Subclasses keep their randomness in ``self.rng`` (numpy ``Generator``) and ``self.gen``
-    (CPU ``torch.Generator``), both created by :meth:`_init_rng`.
+    (CPU ``torch.Generator``), both created by :meth:`_init_rng`. Random numbers are drawn on
+    the CPU (so that a seed gives the same draws on every device) and moved in one transfer.
     """
 
     needs_attention = False
     needs_model = False
+    name = "mixer"
 
     def _init_rng(self, seed: Optional[int]) -> None:
         self.rng = np.random.default_rng(seed)
@@ -73,6 +87,10 @@ class Mixer:
 
     def wrap_dataset(self, dataset):
         return dataset
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Scalar training loss of (B, K) logits against (B, K) soft targets."""
+        return soft_target_cross_entropy(logits, targets)
 
     def state_dict(self) -> Dict[str, Any]:
         return {"numpy": self.rng.bit_generator.state, "torch": self.gen.get_state()}
@@ -94,6 +112,27 @@ def check_batch(x: torch.Tensor, y: torch.Tensor) -> None:
         raise ValueError("mixing needs a batch of at least 2 samples (got 1); use drop_last=True")
 
 
+def boxes_from_centres(img_hw: Tuple[int, int], lam: torch.Tensor, cy: torch.Tensor,
+                       cx: torch.Tensor) -> torch.Tensor:
+    """(n, 4) int64 half-open boxes ``(y0, y1, x0, x1)`` of side ``int(H*sqrt(1-lam))`` x
+    ``int(W*sqrt(1-lam))`` centred at integer pixels (cy, cx), clipped at the borders.
+
+    Same rule as timm's ``rand_bbox`` (timm 1.0.x): ``y0 = cy - cut_h // 2``,
+    ``y1 = cy + (cut_h + 1) // 2``, so an unclipped box has exactly ``cut_h`` rows.
+    """
+    h, w = img_hw
+    lam = lam.detach().double().cpu()
+    ratio = torch.sqrt(1.0 - lam)
+    cut_h = (h * ratio).long()
+    cut_w = (w * ratio).long()
+    cy, cx = cy.long().cpu(), cx.long().cpu()
+    y0 = (cy - cut_h // 2).clamp(0, h)
+    y1 = (cy + (cut_h + 1) // 2).clamp(0, h)
+    x0 = (cx - cut_w // 2).clamp(0, w)
+    x1 = (cx + (cut_w + 1) // 2).clamp(0, w)
+    return torch.stack([y0, y1, x0, x1], dim=1)
+
+
 def rand_bbox(img_hw: Tuple[int, int], lam: torch.Tensor, generator: Optional[torch.Generator] = None,
               margin: float = 0.0) -> torch.Tensor:
     """Random boxes whose area is about ``1 - lam`` of the image, clipped at the borders.
@@ -111,30 +150,28 @@ def rand_bbox(img_hw: Tuple[int, int], lam: torch.Tensor, generator: Optional[to
     h, w = img_hw
     lam = lam.detach().double().cpu()
     ratio = torch.sqrt(1.0 - lam)
-    cut_h = (h * ratio).long()
-    cut_w = (w * ratio).long()
-    my = (margin * cut_h).long()
-    mx = (margin * cut_w).long()
+    my = (margin * (h * ratio).long()).long()
+    mx = (margin * (w * ratio).long()).long()
     u = torch.rand(2, lam.shape[0], generator=generator, dtype=torch.float64)
     cy = my + (u[0] * (h - 2 * my)).long()  # uniform integer in [my, h - my)
     cx = mx + (u[1] * (w - 2 * mx)).long()
-    y0 = (cy - cut_h // 2).clamp(0, h)
-    y1 = (cy + cut_h // 2).clamp(0, h)
-    x0 = (cx - cut_w // 2).clamp(0, w)
-    x1 = (cx + cut_w // 2).clamp(0, w)
-    return torch.stack([y0, y1, x0, x1], dim=1)
+    return boxes_from_centres(img_hw, lam, cy, cx)
 
 
 def rand_bbox_minmax(img_hw: Tuple[int, int], n: int, minmax: Tuple[float, float],
                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Boxes with side ratios drawn uniformly in ``[min, max)`` of the image size (timm's min-max CutMix)."""
+    """Boxes as timm's min-max CutMix: side lengths uniform integers in ``[int(H*min), int(H*max))``
+    (resp. W), top-left corner uniform over the positions that keep the box inside the image."""
     h, w = img_hw
     lo, hi = minmax
     if not 0.0 < lo < hi <= 1.0:
         raise ValueError(f"cutmix_minmax must satisfy 0 < min < max <= 1, got {minmax}")
+    hlo, hhi, wlo, whi = int(h * lo), int(h * hi), int(w * lo), int(w * hi)
+    if hhi <= hlo or whi <= wlo:
+        raise ValueError(f"cutmix_minmax {minmax} gives no box size for a {h}x{w} image")
     u = torch.rand(4, n, generator=generator, dtype=torch.float64)
-    cut_h = (h * (lo + (hi - lo) * u[0])).long()
-    cut_w = (w * (lo + (hi - lo) * u[1])).long()
+    cut_h = hlo + (u[0] * (hhi - hlo)).long()
+    cut_w = wlo + (u[1] * (whi - wlo)).long()
     y0 = (u[2] * (h - cut_h + 1)).long().clamp(max=h - cut_h)
     x0 = (u[3] * (w - cut_w + 1)).long().clamp(max=w - cut_w)
     return torch.stack([y0, y0 + cut_h, x0, x0 + cut_w], dim=1)
@@ -180,6 +217,66 @@ def mix_targets(labels: torch.Tensor, partner_labels: torch.Tensor, lam: torch.T
     y2 = one_hot(partner_labels, num_classes, on, off)
     lam = lam.detach().to(y1.device, torch.float32).view(-1, 1)
     return y1 * lam + y2 * (1.0 - lam)
+
+
+def weighted_targets(labels: torch.Tensor, partner_labels: torch.Tensor, w_own: torch.Tensor,
+                     w_partner: torch.Tensor, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
+    """(B, K) targets ``w_own * y + w_partner * y_partner`` with smoothed one-hots (timm's smoothing).
+    Rows sum to ``w_own + w_partner`` (1 for area-based mixing). Weights are detached."""
+    if labels.numel() and (int(labels.max()) >= num_classes or int(labels.min()) < 0):
+        raise ValueError(f"label {int(labels.max())} out of range for {num_classes} classes")
+    off = smoothing / num_classes
+    on = 1.0 - smoothing + off
+    y1 = one_hot(labels, num_classes, on, off)
+    y2 = one_hot(partner_labels, num_classes, on, off)
+    w1 = w_own.detach().to(y1.device, torch.float32).view(-1, 1)
+    w2 = w_partner.detach().to(y1.device, torch.float32).view(-1, 1)
+    return y1 * w1 + y2 * w2
+
+
+def patch_grid(img_hw: Tuple[int, int], patch_size: int) -> Tuple[int, int]:
+    """(h, w) token grid of an (H, W) image; a clear error when H or W is not a multiple of the patch."""
+    h, w = int(img_hw[0]), int(img_hw[1])
+    p = int(patch_size)
+    if p <= 0:
+        raise ValueError(f"patch size must be > 0, got {patch_size}")
+    if h % p or w % p:
+        raise ValueError(f"image size {h}x{w} is not divisible by the patch size {p}")
+    return h // p, w // p
+
+
+def model_patch_size(model) -> Optional[int]:
+    """Patch size of a timm ViT (``patch_embed.patch_size``), None for models without one."""
+    pe = getattr(model, "patch_embed", None)
+    ps = getattr(pe, "patch_size", None)
+    if ps is None:
+        return None
+    ps = tuple(ps) if isinstance(ps, (tuple, list)) else (int(ps), int(ps))
+    if ps[0] != ps[1]:
+        raise ValueError(f"non-square patches {ps} are not supported")
+    return int(ps[0])
+
+
+def resize_maps(maps: torch.Tensor, grid_hw: Tuple[int, int], eps: float = 1e-12) -> torch.Tensor:
+    """Non-negative activation maps (B, h', w') -> (B, h*w) on the token grid, each row summing to 1.
+
+    Exact area pooling when the map size is a multiple of the grid, bilinear resampling otherwise;
+    negative values are clipped to 0 and an all-zero map becomes uniform (area share).
+    """
+    if maps.dim() != 3:
+        raise ValueError(f"activation maps must be (B, h, w), got shape {tuple(maps.shape)}")
+    m = maps.detach().float().unsqueeze(1)
+    gh, gw = grid_hw
+    mh, mw = m.shape[-2:]
+    if (mh, mw) != (gh, gw):
+        if mh % gh == 0 and mw % gw == 0:
+            m = F.avg_pool2d(m, (mh // gh, mw // gw))
+        else:
+            m = F.interpolate(m, size=(gh, gw), mode="bilinear", align_corners=False)
+    m = m.flatten(1).clamp_min(0.0)
+    total = m.sum(1, keepdim=True)
+    uniform = torch.full_like(m, 1.0 / m.shape[1])
+    return torch.where(total > eps, m / total.clamp_min(eps), uniform)
 
 
 def mask_to_patches(mask: torch.Tensor, grid_hw: Tuple[int, int]) -> torch.Tensor:

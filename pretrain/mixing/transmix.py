@@ -14,6 +14,11 @@ mask downsampled to the patch grid by nearest neighbour. ``lam_mode`` chooses th
   * ``area``: plain CutMix (useful for ablations).
 
 lambda never carries gradients (attention is detached).
+
+``attention_source``: ``model`` (default, the paper: the model being trained, from the same forward
+pass) or ``external`` (seed 000, Table 6: a frozen external ViT given by ``external`` = a spec of
+:mod:`pretrain.mixing.teachers`, e.g. ``{name: deit_small_patch16_224, checkpoint: dino.pth}``),
+which runs on the mixed images inside ``__call__``; the engine then needs no attention tap.
 """
 from __future__ import annotations
 
@@ -23,8 +28,10 @@ import torch
 
 from .base import MixedBatch, mask_to_patches, mix_targets
 from .cutmix import MixupCutMix
+from .teachers import build_external
 
 LAM_MODES = ("mean", "attn", "area")
+SOURCES = ("model", "external")
 
 
 def transmix_lambda(patch_mask: torch.Tensor, attention: torch.Tensor, lam_area: torch.Tensor,
@@ -60,20 +67,57 @@ def transmix_lambda(patch_mask: torch.Tensor, attention: torch.Tensor, lam_area:
 class TransMix(MixupCutMix):
     """Mixup/CutMix switch whose CutMix branch takes attention-based label weights.
 
-    Same arguments as :class:`MixupCutMix` plus ``lam_mode``. ``targets`` needs the attention map
-    of the forward pass on ``batch.images`` as (B, h, w) (the patch grid) or (B, P).
+    Same arguments as :class:`MixupCutMix` plus ``lam_mode``, ``attention_source`` and ``external``.
+    ``targets`` needs the attention map of the forward pass on ``batch.images`` as (B, h, w) (the
+    patch grid) or (B, P), unless the attention comes from the external model.
     """
 
     needs_attention = True
+    name = "transmix"
 
-    def __init__(self, num_classes: int, lam_mode: str = "mean", **kwargs):
+    def __init__(self, num_classes: int, lam_mode: str = "mean", attention_source: str = "model",
+                 external=None, **kwargs):
         if lam_mode not in LAM_MODES:
             raise ValueError(f"unknown TransMix lam_mode '{lam_mode}'; expected one of {LAM_MODES}")
+        if attention_source not in SOURCES:
+            raise ValueError(f"unknown TransMix attention_source '{attention_source}'; expected one of {SOURCES}")
         super().__init__(num_classes, **kwargs)
         self.lam_mode = lam_mode
+        self.attention_source = attention_source
+        self.external = None
+        if attention_source == "external":
+            self.external = build_external(external, "TransMix external attention model")
+            if not self.external.is_vit:
+                raise ValueError("TransMix external attention model must be a ViT with a class token, got "
+                                 f"{type(self.external.model).__name__}")
+            self.needs_attention = False
+        elif external is not None:
+            raise ValueError("TransMix: 'external' is given but attention_source is 'model'")
+
+    def to(self, device) -> "TransMix":
+        if self.external is not None:
+            self.external.to(device)
+        return self
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, model=None, extras=None) -> MixedBatch:
+        if self.attention_source == "model" and model is not None and getattr(model, "cls_token", None) is None:
+            raise ValueError(f"TransMix needs a ViT with a class token; {type(model).__name__} has none "
+                             "(use attention_source: external or another mixer)")
+        batch = super().__call__(x, y, model=model, extras=extras)
+        if self.external is not None and batch.mask is not None and self.lam_mode != "area":
+            batch.aux["attention"] = self.external.cls_attention(batch.images)
+        return batch
 
     def targets(self, batch: MixedBatch, attention: Optional[torch.Tensor] = None) -> torch.Tensor:
         lam = batch.lam
+        if self.external is not None:
+            attention = batch.aux.get("attention")
+            if batch.mask is not None and self.lam_mode != "area":
+                grid = tuple(attention.shape[1:])
+                patch_mask = mask_to_patches(batch.mask, grid)  # nearest: any external grid works
+                lam_t = transmix_lambda(patch_mask, attention.flatten(1), lam, self.lam_mode)
+                lam = torch.where(batch.cut.to(lam.device), lam_t.to(lam.device), lam)
+            return mix_targets(batch.labels, batch.partner_labels, lam, self.num_classes, self.label_smoothing)
         if batch.mask is not None and self.lam_mode != "area":
             if attention is None:
                 raise ValueError("TransMix needs the CLS attention of the forward pass (got None)")

@@ -1,0 +1,301 @@
+"""TokenMix: batched block masks, scores, teacher maps and label maps against slow references."""
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from pretrain.mixing import build_mixer
+from pretrain.mixing.tokenmix import block_mask_randoms, block_token_masks, token_scores
+from pretrain.models.vit import create_vit
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
+
+
+def slow_block_masks(num_tokens, grid, randoms, min_block=1, max_block=None, min_aspect=0.3):
+    """BEiT's masking generator, one sample at a time with plain Python, reading the same random numbers."""
+    gh, gw = grid
+    rounds, n, attempts, _ = randoms.shape
+    out = []
+    for s in range(n):
+        mask = [[0] * gw for _ in range(gh)]
+        count, target = 0, min(int(num_tokens[s]), gh * gw)
+        for r in range(rounds):
+            if count >= target:
+                break
+            max_new = min(target - count, max_block or gh * gw)
+            delta = 0
+            for a in range(attempts):
+                u = [float(v) for v in randoms[r, s, a]]
+                area = 1.0 * min_block + u[0] * (max_new - min_block)
+                aspect = math.exp(math.log(min_aspect) + u[1] * (math.log(1 / min_aspect) - math.log(min_aspect)))
+                # float32 like the batched version (rounding of sqrt can differ in the last bit otherwise)
+                area, aspect = np.float32(area), np.float32(aspect)
+                h = int(np.round(np.sqrt(np.float32(area * aspect))))
+                w = int(np.round(np.sqrt(np.float32(area / aspect))))
+                if not (h < gh and w < gw):
+                    continue
+                top = int(np.float32(u[2]) * (gh - h + 1))
+                left = int(np.float32(u[3]) * (gw - w + 1))
+                new = sum(1 for i in range(top, top + h) for j in range(left, left + w) if not mask[i][j])
+                if 0 < new <= max_new:
+                    for i in range(top, top + h):
+                        for j in range(left, left + w):
+                            mask[i][j] = 1
+                    delta = new
+                    break
+            if delta == 0:
+                break
+            count += delta
+        out.append(mask)
+    return torch.tensor(out, dtype=torch.bool)
+
+
+@pytest.mark.parametrize("grid,min_block", [((14, 14), 1), ((6, 10), 1), ((8, 8), 4)])
+def test_block_masks_match_slow_beit_reference(grid, min_block):
+    g = torch.Generator().manual_seed(0)
+    n = 12
+    num = torch.randint(1, grid[0] * grid[1] + 1, (n,), generator=g)
+    randoms = block_mask_randoms(64, n, 10, g)
+    fast = block_token_masks(num, grid, randoms, min_block_tokens=min_block)
+    slow = slow_block_masks(num, grid, randoms, min_block=min_block)
+    assert torch.equal(fast, slow)
+    counts = fast.flatten(1).sum(1)
+    assert bool((counts <= num).all())
+    assert (counts == num).float().mean() > 0.5  # most samples reach their token count exactly
+
+
+def test_block_masks_are_multi_part_and_reach_the_official_count():
+    """Official setting (14x14, lam 0.5, +14 tokens): 112 tokens in several blocks, not one rectangle."""
+    g = torch.Generator().manual_seed(1)
+    num = torch.full((64,), 112)
+    masks = block_token_masks(num, (14, 14), block_mask_randoms(64, 64, 10, g))
+    counts = masks.flatten(1).sum(1)
+    assert (counts == 112).float().mean() > 0.9
+    rect = 0
+    for m in masks:
+        ys, xs = torch.nonzero(m, as_tuple=True)
+        rect += int((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)) == int(m.sum())
+    assert rect < 32
+
+
+def slow_targets(pm, maps, y, k, smoothing, renorm):
+    b, p = pm.shape
+    out = torch.zeros(b, k)
+    for i in range(b):
+        j = b - 1 - i
+        w_own = sum(float(maps[i, t]) for t in range(p) if pm[i, t] == 0)
+        w_par = sum(float(maps[j, t]) for t in range(p) if pm[i, t] == 1)
+        if renorm:
+            w_own, w_par = w_own / (w_own + w_par), w_par / (w_own + w_par)
+        for c in range(k):
+            yo = (1 - smoothing + smoothing / k) if c == y[i] else smoothing / k
+            yp = (1 - smoothing + smoothing / k) if c == y[j] else smoothing / k
+            out[i, c] = w_own * yo + w_par * yp
+    return out
+
+
+@pytest.mark.parametrize("renorm", [False, True])
+@pytest.mark.parametrize("mode", ["batch", "elem"])
+def test_label_map_targets_match_slow_reference(mode, renorm):
+    torch.manual_seed(0)
+    b, k, hw, p = 6, 5, (32, 48), 8
+    mixer = build_mixer({"name": "tokenmix", "mixup_alpha": 0.0, "mode": mode, "patch_size": p,
+                         "target": "label_map", "label_maps": "unused-here", "renormalize": renorm}, k, seed=3)
+    x = torch.randn(b, 3, *hw)
+    y = torch.randint(0, k, (b,))
+    maps = torch.rand(b, 4, 6) ** 4  # already on the 4x6 token grid
+    batch = mixer(x, y, extras=maps)
+    t = mixer.targets(batch)
+    norm = maps.flatten(1) / maps.flatten(1).sum(1, keepdim=True)
+    ref = slow_targets(batch.aux["patch_mask"], norm, y, k, 0.1, renorm)
+    torch.testing.assert_close(t, ref, rtol=1e-5, atol=1e-6)
+    s_own, s_par = token_scores(batch.aux["patch_mask"], norm)
+    assert bool(((s_own >= 0) & (s_own <= 1) & (s_par >= 0) & (s_par <= 1)).all())
+    if renorm:
+        torch.testing.assert_close(t.sum(1), torch.ones(b))
+    # pixels: partner exactly where the token mask says, own elsewhere; the mask is constant per patch
+    m = batch.mask.bool().expand_as(x)
+    assert torch.equal(batch.images[m], x.flip(0)[m]) and torch.equal(batch.images[~m], x[~m])
+    pm = batch.aux["patch_mask"].view(b, 4, 6)
+    torch.testing.assert_close(batch.mask[:, 0], pm.repeat_interleave(p, 1).repeat_interleave(p, 2))
+    torch.testing.assert_close(batch.lam, 1 - pm.flatten(1).mean(1))
+
+
+def test_area_targets_sum_to_one_and_bce_loss():
+    mixer = build_mixer({"name": "tokenmix", "mixup_alpha": 0.0, "patch_size": 8, "mode": "elem"}, 4, seed=0)
+    x, y = torch.randn(4, 3, 16, 24), torch.tensor([0, 1, 2, 3])
+    batch = mixer(x, y)
+    t = mixer.targets(batch)
+    torch.testing.assert_close(t.sum(1), torch.ones(4))
+    logits = torch.randn(4, 4)
+    ref = torch.nn.functional.binary_cross_entropy_with_logits(logits, t)
+    torch.testing.assert_close(mixer.loss(logits, t), ref)
+
+
+def test_cnn_teacher_cam_of_the_label_matches_manual_cam():
+    torch.manual_seed(0)
+    cnn = timm.create_model("resnet18", pretrained=False, num_classes=5).eval()
+    mixer = build_mixer({"name": "tokenmix", "mixup_alpha": 0.0, "patch_size": 16, "target": "teacher",
+                         "teacher": cnn, "mode": "elem"}, 5, seed=0)
+    x, y = torch.randn(4, 3, 64, 64), torch.tensor([0, 3, 4, 1])
+    batch = mixer(x, y)
+    with torch.no_grad():
+        f = cnn.forward_features(x)  # 4, 512, 2, 2
+    ref = torch.zeros(4, 4 * 4)
+    for i in range(4):
+        cam = torch.zeros(2, 2)
+        for c in range(f.shape[1]):
+            cam += cnn.fc.weight[y[i], c] * f[i, c]
+        cam = (cam + cnn.fc.bias[y[i]]).clamp_min(0)
+        up = torch.nn.functional.interpolate(cam[None, None], size=(4, 4), mode="bilinear", align_corners=False)
+        up = up.flatten().clamp_min(0)
+        ref[i] = up / up.sum() if up.sum() > 0 else torch.full((16,), 1 / 16)
+    torch.testing.assert_close(batch.aux["maps"], ref, rtol=1e-4, atol=1e-6)
+    assert not any(p.requires_grad for p in cnn.parameters())
+    with pytest.raises(ValueError, match="same label space"):
+        build_mixer({"name": "tokenmix", "target": "teacher", "teacher": cnn}, 7)
+
+
+def test_vit_teacher_uses_cls_attention_and_any_grid():
+    torch.manual_seed(0)
+    teacher = create_vit("deit_tiny_patch16_224", 3, img_size=(32, 48), patch_size=16, depth=1).eval()
+    mixer = build_mixer({"name": "tokenmix", "mixup_alpha": 0.0, "target": "teacher", "teacher": teacher}, 7, seed=0)
+    student = create_vit("deit_tiny_patch16_224", 7, img_size=(32, 48), patch_size=8, depth=1)
+    x, y = torch.randn(4, 3, 32, 48), torch.arange(4)
+    batch = mixer(x, y, model=student)  # patch size from the student: a 4x6 grid
+    assert batch.aux["maps"].shape == (4, 24)
+    torch.testing.assert_close(batch.aux["maps"].sum(1), torch.ones(4))
+    t = mixer.targets(batch)
+    assert bool((t.sum(1) <= 2 + 1e-6).all()) and bool((t >= 0).all())
+
+
+def test_determinism_and_resume_state():
+    cfg = {"name": "tokenmix", "patch_size": 8, "mode": "elem"}
+    x, y = torch.randn(8, 3, 32, 32), torch.arange(8) % 3
+    a, b = build_mixer(cfg, 3, seed=5), build_mixer(cfg, 3, seed=5)
+    for _ in range(3):
+        ba, bb = a(x, y), b(x, y)
+        assert torch.equal(ba.images, bb.images) and torch.equal(ba.lam, bb.lam)
+    state = a.state_dict()
+    nxt = a(x, y)
+    b.load_state_dict(state)
+    assert torch.equal(b(x, y).images, nxt.images)
+    c = build_mixer(cfg, 3, seed=6)
+    assert not all(torch.equal(c(x, y).images, a(x, y).images) for _ in range(3))
+
+
+def test_bad_inputs_are_named():
+    mixer = build_mixer({"name": "tokenmix", "patch_size": 16}, 4, seed=0)
+    with pytest.raises(ValueError, match="not divisible by the patch size 16"):
+        mixer(torch.randn(2, 3, 40, 32), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="at least 2"):
+        mixer(torch.randn(1, 3, 32, 32), torch.tensor([0]))
+    with pytest.raises(ValueError, match="patch size"):
+        build_mixer({"name": "tokenmix"}, 4)(torch.randn(2, 3, 32, 32), torch.tensor([0, 1]))
+    lm = build_mixer({"name": "tokenmix", "mixup_alpha": 0.0, "patch_size": 8, "target": "label_map",
+                      "label_maps": "x"}, 4, seed=0)
+    with pytest.raises(ValueError, match="wrap_dataset"):
+        lm(torch.randn(2, 3, 16, 16), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"label maps must be \(B, h, w\)"):
+        lm(torch.randn(2, 3, 16, 16), torch.tensor([0, 1]), extras=torch.rand(3, 2, 2))
+    with pytest.raises(ValueError, match="unknown TokenMix target"):
+        build_mixer({"name": "tokenmix", "target": "cam"}, 4)
+    with pytest.raises(ValueError, match="checkpoint' is required"):
+        build_mixer({"name": "tokenmix", "target": "teacher", "teacher": {"name": "resnet18"}}, 4)
+
+
+# ---- precomputed label maps on disk -------------------------------------------------------------
+def _ramp_folder(root, n_per_class=3, size=(40, 56)):
+    """Images whose red channel is a horizontal ramp and green a vertical one."""
+    h, w = size
+    xs = np.tile(np.linspace(0, 255, w), (h, 1))
+    ys = np.tile(np.linspace(0, 255, h)[:, None], (1, w))
+    img = np.stack([xs, ys, np.zeros_like(xs)], -1).astype(np.uint8)
+    for c in ("a", "b"):
+        os.makedirs(root / c, exist_ok=True)
+        for i in range(n_per_class):
+            Image.fromarray(img).save(root / c / f"{i}.png")
+    return img
+
+
+def test_label_map_dataset_follows_crop_and_flip(tmp_path):
+    from torchvision import transforms as T
+    from torchvision.datasets import ImageFolder
+    from pretrain.data.label_maps import LabelMapDataset
+
+    img = _ramp_folder(tmp_path / "train")
+    ds = ImageFolder(str(tmp_path / "train"), transform=T.Compose([
+        T.RandomResizedCrop(32, scale=(0.2, 0.6)), T.RandomHorizontalFlip(), T.ToTensor()]))
+    # the stored map of every image: its red ramp at 1/4 resolution (0..1)
+    red = torch.from_numpy(img[..., 0].astype(np.float32) / 255.0)
+    small = torch.nn.functional.avg_pool2d(red[None, None], 4)[0, 0]  # 10 x 14
+    out = tmp_path / "maps"
+    out.mkdir()
+    np.save(out / "maps.npy", np.stack([small.numpy().astype(np.float16)] * len(ds)))
+    (out / "index.txt").write_text("".join(os.path.relpath(p, ds.root) + "\n" for p, _ in ds.samples))
+    (out / "meta.json").write_text("{}")
+    wrapped = LabelMapDataset(ds, str(out), out_size=(4, 4))
+    assert wrapped.root == ds.root and wrapped.classes == ds.classes and len(wrapped) == len(ds)
+    torch.manual_seed(0)
+    flips = 0
+    for i in range(12):
+        image, label, m = wrapped[i % len(ds)]
+        assert m.shape == (4, 4) and label == ds.samples[i % len(ds)][1]
+        ref = torch.nn.functional.adaptive_avg_pool2d(image[0][None, None], (4, 4))[0, 0]
+        torch.testing.assert_close(m, ref, atol=0.05, rtol=0)  # the map moved with the pixels
+        flips += bool(m[:, 0].mean() > m[:, -1].mean())
+    assert 0 < flips < 12  # both flipped and unflipped views were checked
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    np.save(bad / "maps.npy", np.zeros((len(ds), 2, 2), np.float16))
+    (bad / "index.txt").write_text("".join(f"x/{i}.png\n" for i in range(len(ds))))
+    (bad / "meta.json").write_text("{}")
+    with pytest.raises(ValueError, match="index.txt line 1"):
+        LabelMapDataset(ds, str(bad))
+    with pytest.raises(FileNotFoundError, match="maps.npy"):
+        LabelMapDataset(ds, str(tmp_path / "missing"))
+
+
+def test_make_label_maps_tool_and_training_batch(tmp_path):
+    import make_label_maps
+    from torch.utils.data import DataLoader
+    from torchvision import transforms as T
+    from torchvision.datasets import ImageFolder
+    from pretrain.engine.checkpoint import save_weights
+    from pretrain.models.vit import vit_arch
+
+    _ramp_folder(tmp_path / "train", n_per_class=4)
+    teacher = create_vit("deit_tiny_patch16_224", 2, img_size=32, patch_size=8, depth=1)
+    ckpt = tmp_path / "teacher.safetensors"
+    save_weights(str(ckpt), teacher.state_dict(), vit_arch(teacher, "deit_tiny_patch16_224"))
+    out = tmp_path / "maps"
+    assert make_label_maps.main(["--data", str(tmp_path / "train"), "--out", str(out), "--teacher-checkpoint",
+                                 str(ckpt), "--workers", "0", "--batch-size", "3", "--device", "cpu"]) == 0
+    maps = np.load(out / "maps.npy")
+    assert maps.shape == (8, 4, 4) and maps.dtype == np.float16
+    # the stored maps are the teacher's CLS attention on the resized whole image
+    ds_plain = ImageFolder(str(tmp_path / "train"), transform=T.Compose([
+        T.Resize((32, 32), interpolation=T.InterpolationMode.BICUBIC), T.ToTensor(),
+        T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))]))
+    from pretrain.models.vit import ClsAttentionTap
+    tap = ClsAttentionTap(teacher.eval())
+    with torch.no_grad():
+        teacher(ds_plain[5][0][None])
+    torch.testing.assert_close(torch.from_numpy(maps[5].astype(np.float32)), tap.patch_attention().view(4, 4),
+                               atol=2e-3, rtol=1e-2)
+    # training side: wrap, load a batch, mix, targets
+    mixer = build_mixer({"name": "tokenmix", "mixup_alpha": 0.0, "patch_size": 8, "target": "label_map",
+                         "label_maps": str(out), "mode": "elem"}, 2, seed=0)
+    train = ImageFolder(str(tmp_path / "train"), transform=T.Compose([
+        T.RandomResizedCrop(32), T.RandomHorizontalFlip(), T.ToTensor()]))
+    loader = DataLoader(mixer.wrap_dataset(train), batch_size=4, shuffle=True, drop_last=True)
+    images, labels, extras = next(iter(loader))
+    assert extras.shape == (4, 4, 4)
+    batch = mixer(images, labels, extras=extras)
+    t = mixer.targets(batch)
+    assert t.shape == (4, 2) and bool((t >= 0).all()) and bool((t.sum(1) <= 2 + 1e-5).all())
