@@ -1,0 +1,23 @@
+#!/usr/bin/env python
+"""Robustness and attention-quality studies of ViT checkpoints (see docs/analysis.md).
+
+Examples::
+
+    python tools/analyze.py occlusion --data /data/imagenet/val --out runs/analysis \
+        --ckpt cutmix=runs/deit_s_cutmix/best.safetensors transmix=runs/deit_s_transmix/best.safetensors
+    python tools/analyze.py shuffle --data /data/imagenet/val --out runs/analysis --ckpt ...
+    python tools/analyze.py natural-adversarial --data /data/imagenet-a --subset-map imagenet_a_in1k.txt \
+        --out runs/analysis --ckpt ...
+    python tools/analyze.py attention --voc /data/VOCdevkit/VOC2012 --box-images /data/imagenet/val \
+        --boxes /data/imagenet/val_boxes --out runs/analysis --ckpt ...
+    python tools/analyze.py all --data data/synthetic --out runs/analysis_synthetic --ckpt ...
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pretrain.analysis.cli import cli  # noqa: E402
+
+if __name__ == "__main__":
+    cli()
