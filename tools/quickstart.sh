@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole path on the embedded synthetic world, CPU-sized (about 10-15 minutes on 2 cores after set-up):
-#   set-up -> synthetic data -> pretrain (CutMix, TransMix) -> ADE20K-layout Linear-head transfer
-#   (random init, CutMix, TransMix) with `mim train mmseg` -> a table of val top-1 and mIoU.
+#   set-up -> synthetic data -> pretrain (CutMix, TransMix, TokenMix with the CutMix run as its teacher)
+#   -> ADE20K-layout Linear-head transfer (random init and each checkpoint) with `mim train mmseg`
+#   -> robustness and attention-quality studies of the checkpoints -> a table of val top-1 and mIoU.
 #
 #   bash tools/quickstart.sh            # everything under data/synthetic and runs/quickstart
 # Knobs: QS_EPOCHS (pretraining epochs, default 8), QS_SEG_ITERS (segmentation iterations, default 300),
@@ -20,17 +21,21 @@ DATA=data/synthetic
 mkdir -p "$OUT"
 T0=$(date +%s)
 
-echo; echo "[quickstart] 1/3 synthetic data in $DATA"
+echo; echo "[quickstart] 1/4 synthetic data in $DATA"
 $PY tools/make_synthetic.py --out "$DATA"
 
-for mixer in cutmix transmix; do
-  echo; echo "[quickstart] 2/3 pretraining with $mixer ($EPOCHS epochs)"
+MIXERS="cutmix transmix tokenmix"
+for mixer in $MIXERS; do
+  echo; echo "[quickstart] 2/4 pretraining with $mixer ($EPOCHS epochs)"
+  extra=()
+  # TokenMix's targets come from a frozen teacher's CLS attention: the CutMix run trained just before
+  [ "$mixer" = tokenmix ] && extra=("mixer.teacher.checkpoint=$OUT/pretrain_cutmix/model.safetensors")
   bash tools/pretrain.sh "configs/pretrain/synthetic_$mixer.yaml" data.root=$DATA/imagenet \
-    train.epochs="$EPOCHS" train.out_dir="$OUT/pretrain_$mixer" train.log_interval=0
+    train.epochs="$EPOCHS" train.out_dir="$OUT/pretrain_$mixer" train.log_interval=0 "${extra[@]}"
 done
 
-for init in random cutmix transmix; do
-  echo; echo "[quickstart] 3/3 ADE20K-layout Linear head from $init init ($SEG_ITERS iterations)"
+for init in random $MIXERS; do
+  echo; echo "[quickstart] 3/4 ADE20K-layout Linear head from $init init ($SEG_ITERS iterations)"
   ckpt=None
   [ "$init" != random ] && ckpt="$OUT/pretrain_$init/model.safetensors"
   rm -rf "$OUT/seg_$init"
@@ -43,6 +48,12 @@ for init in random cutmix transmix; do
     > "$OUT/seg_$init.log" 2>&1 || { tail -n 40 "$OUT/seg_$init.log"; exit 1; }
   grep -E "mIoU" "$OUT/seg_$init.log" | tail -n 1 || true
 done
+
+echo; echo "[quickstart] 4/4 occlusion, patch shuffle, class-subset and attention-quality studies"
+ckpts=()
+for mixer in $MIXERS; do ckpts+=("$mixer=$OUT/pretrain_$mixer/model.safetensors"); done
+$PY tools/analyze.py all --data "$DATA" --out "$OUT/analysis" --ckpt "${ckpts[@]}" > "$OUT/analysis.log" 2>&1 \
+  || { tail -n 40 "$OUT/analysis.log"; exit 1; }
 
 echo
 $PY tools/quickstart_report.py --out "$OUT" --data "$DATA" --elapsed $(( $(date +%s) - T0 ))

@@ -1,4 +1,4 @@
-"""Print the quickstart table: mixer, synthetic val top-1, mIoU (random init vs CutMix vs TransMix)."""
+"""Print the quickstart table: mixer, synthetic val top-1, mIoU (random init vs CutMix/TransMix/TokenMix)."""
 from __future__ import annotations
 
 import argparse
@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--elapsed", type=int, default=None)
     args = ap.parse_args()
     rows = []
-    for init in ("random", "cutmix", "transmix"):
+    for init in ("random", "cutmix", "transmix", "tokenmix"):
         if init == "random":
             top1 = random_init_top1(os.path.join(ROOT, "configs/pretrain/synthetic_base.yaml"),
                                     os.path.join(args.data, "imagenet"))
@@ -56,9 +56,12 @@ def main() -> None:
     print("-" * 64)
     print(f"{'pretraining':<14}{'synthetic val top-1 (%)':>26}{'ADE-layout mIoU (%)':>22}")
     for init, top1, miou in rows:
-        name = {"random": "random init", "cutmix": "CutMix", "transmix": "TransMix"}[init]
+        name = {"random": "random init", "cutmix": "CutMix", "transmix": "TransMix", "tokenmix": "TokenMix"}[init]
         print(f"{name:<14}{fmt(top1):>26}{fmt(miou):>22}")
     print("-" * 64)
+    analysis = os.path.join(args.out, "analysis")
+    if os.path.isdir(analysis):
+        print(f"robustness/attention studies (CSV, JSON, PNG): {analysis}")
     if args.elapsed is not None:
         print(f"wall time after set-up: {args.elapsed // 60} min {args.elapsed % 60} s; results in {args.out}/results.json")
     print("=" * 64)
