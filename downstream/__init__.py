@@ -3,9 +3,11 @@
 Framework-free parts live in :mod:`downstream.vit` (the backbone) and
 :mod:`downstream.weights` (reading, mapping and strictly loading
 checkpoints). Framework adapters are separate modules that are imported only
-on demand (e.g. ``downstream.mmseg``, which registers the backbone with
-MMSegmentation); importing this package never imports MMSeg, MMDet, MMCV or
-Detectron2.
+on demand: ``downstream.mmseg`` (MMSegmentation), ``downstream.mmdet``
+(MMDetection) and ``downstream.detectron2`` (Detectron2) register the backbone
+with their framework; :mod:`downstream.coco_checks` validates COCO files for
+both detection frameworks. Importing this package never imports MMSeg, MMDet,
+MMCV or Detectron2.
 """
 
 from importlib import import_module
@@ -14,6 +16,12 @@ from typing import Any
 _LAZY = {
     "VisionTransformer": "downstream.vit",
     "SimpleFeaturePyramid": "downstream.vit",
+    "ViTPyramidBackbone": "downstream.vit",
+    "LayerNorm2d": "downstream.vit",
+    "check_coco": "downstream.coco_checks",
+    "prepare_coco": "downstream.coco_checks",
+    "CocoDataError": "downstream.coco_checks",
+    "CocoCheckReport": "downstream.coco_checks",
     "resize_pos_embed": "downstream.vit",
     "get_layer_id": "downstream.vit",
     "param_groups_layer_decay": "downstream.vit",

@@ -22,7 +22,7 @@ Importing it also registers, from sibling modules:
   size mismatch -> errors naming the file);
 * :mod:`downstream.mmseg_hooks`: ``PretrainedCheckHook`` (the backbone still
   equals its checkpoint when training starts);
-* :mod:`downstream.mmseg_checkpoint`: weights-only ``torch.load`` allow-list
+* :mod:`downstream.mmengine_checkpoint`: weights-only ``torch.load`` allow-list
   for MMEngine's own ``iter_*.pth`` files (``mim test``, ``--resume``,
   ``load_from`` work with torch >= 2.6 without turning the check off).
 
@@ -41,7 +41,7 @@ from mmengine.optim import DefaultOptimWrapperConstructor
 from mmseg.registry import MODELS, OPTIM_WRAPPER_CONSTRUCTORS
 
 from . import mmseg_data, mmseg_hooks  # noqa: F401  (registration)
-from .mmseg_checkpoint import register_mmengine_safe_globals
+from .mmengine_checkpoint import register_mmengine_safe_globals
 from .vit import VisionTransformer, get_layer_id
 from .weights import LoadReport, load_pretrained
 

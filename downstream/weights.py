@@ -79,6 +79,8 @@ class LoadReport:
         metadata: the checkpoint's metadata (safetensors) or ``meta`` dict.
         allowed_missing / allowed_unexpected: the subsets tolerated by the
             caller's allow-lists (or everything when ``strict=False``).
+        new_params: missing keys the backbone declares new (e.g. relative
+            position tables), left at their initial values.
     """
 
     source: str
@@ -91,6 +93,12 @@ class LoadReport:
     metadata: Dict[str, Any] = field(default_factory=dict)
     allowed_missing: List[str] = field(default_factory=list)
     allowed_unexpected: List[str] = field(default_factory=list)
+    new_params: List[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """True when every missing key is a declared new parameter and nothing was unexpected."""
+        return not self.unexpected and set(self.missing) <= set(self.new_params)
 
     @property
     def clean(self) -> bool:
@@ -574,6 +582,10 @@ def load_pretrained(
             absent from the checkpoint, e.g. ``["norm.*"]``.
         allow_unexpected: glob patterns of checkpoint keys that may be ignored,
             e.g. ``["blocks.1[0-1].*"]``.
+
+    Parameters that the backbone declares new (its ``new_parameter_patterns()``,
+    e.g. relative position tables a classification checkpoint has none of)
+    may always be missing; the report notes them.
         trust_pickle: see :func:`read_checkpoint`.
         log: log the report summary with the ``logging`` module.
 
@@ -589,6 +601,16 @@ def load_pretrained(
     sd, meta = read_checkpoint(path, trust_pickle=trust_pickle)
     mapped, report = convert_state_dict(sd, model, source=path, metadata=meta)
     allow_missing, allow_unexpected = list(allow_missing), list(allow_unexpected)
+    new_params = list(getattr(model, "new_parameter_patterns", lambda: [])())
+    if new_params:
+        fresh = [k for k in report.missing if _matches(k, new_params)]
+        report.new_params = fresh
+        if fresh:
+            report.notes.append(
+                f"{len(fresh)} parameters the checkpoint cannot hold keep their initial values "
+                f"(e.g. zero relative position tables): {_fmt_keys(fresh, 4)}"
+            )
+        allow_missing += new_params
     if strict:
         bad_missing = [k for k in report.missing if not _matches(k, allow_missing)]
         bad_unexpected = [k for k in report.unexpected if not _matches(k, allow_unexpected)]

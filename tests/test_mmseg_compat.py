@@ -106,7 +106,7 @@ def test_mmengine_checkpoint_loads_weights_only(tmp_path):
         with pytest.raises(pickle.UnpicklingError):
             torch.load(bad, map_location="cpu")
     # the restricted getattr refuses anything but HistoryBuffer methods
-    from downstream.mmseg_checkpoint import _restricted_getattr
+    from downstream.mmengine_checkpoint import _restricted_getattr
 
     with pytest.raises(pickle.UnpicklingError, match="only HistoryBuffer methods"):
         _restricted_getattr(io, "open")

@@ -10,8 +10,8 @@ numpy arrays/scalars. Those are refused, and the only documented way out was
 every file.
 
 :func:`register_mmengine_safe_globals` (called when :mod:`downstream.mmseg`
-is imported, i.e. by every config of this repository through
-``custom_imports``) instead allow-lists exactly what those files contain:
+or :mod:`downstream.mmdet` is imported, i.e. by every MMSeg/MMDet config of
+this repository through ``custom_imports``) instead allow-lists exactly what those files contain:
 
 * ``mmengine.logging.HistoryBuffer`` (plain attributes: numpy arrays, ints);
 * a restricted ``getattr`` that only resolves public methods of
@@ -58,7 +58,7 @@ def _restricted_getattr(obj: Any, name: Any, *default: Any) -> Any:
         return getattr(obj, name)
     raise pickle.UnpicklingError(
         f"refusing getattr({getattr(obj, '__name__', type(obj).__name__)}, {name!r}) in a weights-only load: "
-        "only HistoryBuffer methods are allowed (downstream.mmseg_checkpoint)"
+        "only HistoryBuffer methods are allowed (downstream.mmengine_checkpoint)"
     )
 
 

@@ -1,0 +1,44 @@
+"""ViTDet fine-tuning schedule (Detectron2 LazyConfig): 184,375 iterations at
+batch 64 (about 100 COCO epochs), AdamW (lr 1e-4, betas 0.9/0.999, weight
+decay 0.1) with layer-wise lr decay (0.7 for 12 blocks), 250 warm-up
+iterations, lr x0.1 at 88.9% and 96.3%, mixed precision. The same numbers as
+configs/mmdet/_base_/schedules/vitdet_100e.py.
+"""
+import torch
+from detectron2.config import LazyCall as L
+from detectron2.solver import WarmupParamScheduler
+from fvcore.common.param_scheduler import MultiStepParamScheduler
+
+from downstream.detectron2 import layer_decay_param_groups
+
+max_iter = 184375
+optimizer = L(torch.optim.AdamW)(
+    # tools/train_d2.py sets params.model to the built model
+    params=L(layer_decay_param_groups)(
+        base_lr="${..lr}", weight_decay="${..weight_decay}", layer_decay=0.7, num_layers=12
+    ),
+    lr=1e-4,
+    betas=(0.9, 0.999),
+    weight_decay=0.1,
+)
+lr_multiplier = L(WarmupParamScheduler)(
+    scheduler=L(MultiStepParamScheduler)(
+        values=[1.0, 0.1, 0.01],
+        milestones=[163889, 177546],
+        num_updates=max_iter,
+    ),
+    warmup_length=250 / max_iter,
+    warmup_factor=0.001,
+)
+train = dict(
+    output_dir="./runs/d2",
+    init_checkpoint="",  # a Detectron2 detector checkpoint only; the ViT loads via model.backbone.pretrained
+    max_iter=max_iter,
+    amp=dict(enabled=True),  # needs CUDA (Detectron2's AMPTrainer)
+    ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=True),
+    checkpointer=dict(period=5000, max_to_keep=2),
+    eval_period=max_iter // 4,
+    log_period=20,
+    device="cuda",
+    seed=0,
+)

@@ -1,0 +1,231 @@
+"""Detectron2 adapter: the ViTDet-style backbone, checked COCO registration and
+layer-decay parameter groups.
+
+* :class:`VitMixViTDet` is a Detectron2 ``Backbone`` and a
+  :class:`downstream.vit.ViTPyramidBackbone` (the same module, with the same
+  state-dict keys ``vit.*``/``pyramid.*``, as the MMDetection backbone). It
+  loads the pretrained ViT itself, strictly, when it is built, because
+  Detectron2's ``DetectionCheckpointer`` loads ``init_checkpoint``
+  non-strictly (a wrong file would leave the backbone random with a log
+  line). LazyConfig files build it directly (``L(VitMixViTDet)(...)``);
+  yacs configs go through ``BACKBONE_REGISTRY`` (``MODEL.BACKBONE.NAME:
+  build_vitmix_vitdet_backbone`` after :func:`add_vitmix_vitdet_config`).
+* :func:`register_checked_coco_instances` runs
+  :func:`downstream.coco_checks.prepare_coco` and registers the (cleaned) JSON
+  with Detectron2's ``register_coco_instances``, so the dataset and
+  ``COCOEvaluator`` read the same checked annotations.
+* :func:`layer_decay_param_groups` wraps
+  :func:`downstream.vit.param_groups_layer_decay` for LazyConfig optimizers.
+
+Importing this module imports Detectron2's modeling and data packages; it is
+safe to repeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_coco_instances
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY, Backbone
+
+from .coco_checks import CocoCheckReport, prepare_coco
+from .vit import ViTPyramidBackbone, param_groups_layer_decay
+from .weights import LoadReport
+
+__all__ = [
+    "VitMixViTDet",
+    "build_vitmix_vitdet_backbone",
+    "add_vitmix_vitdet_config",
+    "register_checked_coco_instances",
+    "layer_decay_param_groups",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class VitMixViTDet(ViTPyramidBackbone, Backbone):
+    """Plain ViT + simple feature pyramid (ViTDet) as a Detectron2 backbone.
+
+    Args:
+        **kwargs of :class:`downstream.vit.ViTPyramidBackbone`.
+        pretrained: checkpoint loaded into the ViT at construction, strictly;
+            None keeps the random init (a warning is logged).
+        strict, allow_missing, allow_unexpected, trust_pickle: see
+            :func:`downstream.weights.load_pretrained`.
+
+    Forward: (B, in_chans, H, W), H and W multiples of
+    :attr:`size_divisibility` (``GeneralizedRCNN`` pads to it) -> dict
+    ``{"p2": (B, C, H/4, W/4), ..., "p6": (B, C, H/64, W/64)}`` (names
+    ``p{log2(stride)}``), described by :meth:`output_shape`.
+    """
+
+    def __init__(
+        self,
+        pretrained: Optional[str] = None,
+        strict: bool = True,
+        allow_missing: Sequence[str] = (),
+        allow_unexpected: Sequence[str] = (),
+        trust_pickle: bool = False,
+        **kwargs: Any,
+    ):
+        ViTPyramidBackbone.__init__(self, **kwargs)  # -> Backbone.__init__ -> nn.Module.__init__
+        self._out_features = [f"p{int(math.log2(s))}" for s in self.out_strides]
+        self._out_feature_strides = dict(zip(self._out_features, self.out_strides))
+        self._out_feature_channels = {f: self.out_channels for f in self._out_features}
+        self.load_report: Optional[LoadReport] = None
+        self.pretrained = pretrained
+        if pretrained is None:
+            logger.warning("VitMixViTDet: no pretrained checkpoint given; the backbone keeps its random initialisation")
+        else:
+            self.load_report = self.load_pretrained(
+                pretrained,
+                strict=strict,
+                allow_missing=list(allow_missing or ()),
+                allow_unexpected=list(allow_unexpected or ()),
+                trust_pickle=trust_pickle or None,
+                log=False,
+            )
+            level = logging.INFO if self.load_report.complete else logging.WARNING
+            logger.log(level, "VitMixViTDet: " + self.load_report.summary())
+
+    @property
+    def size_divisibility(self) -> int:
+        return ViTPyramidBackbone.size_divisibility.fget(self)
+
+    def output_shape(self) -> Dict[str, ShapeSpec]:
+        return {
+            f: ShapeSpec(channels=self._out_feature_channels[f], stride=self._out_feature_strides[f])
+            for f in self._out_features
+        }
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return dict(zip(self._out_features, self.forward_pyramid(x)))
+
+
+def add_vitmix_vitdet_config(cfg) -> None:
+    """Add ``MODEL.VITMIX`` (the backbone's arguments) to a yacs config."""
+    from detectron2.config import CfgNode as CN
+
+    c = cfg.MODEL.VITMIX = CN()
+    c.IMG_SIZE = 224
+    c.PATCH_SIZE = 16
+    c.EMBED_DIM = 768
+    c.DEPTH = 12
+    c.NUM_HEADS = 12
+    c.MLP_RATIO = 4.0
+    c.DROP_PATH_RATE = 0.1
+    c.WINDOW_SIZE = 14
+    c.GLOBAL_BLOCK_INDEXES = [2, 5, 8, 11]
+    c.USE_REL_POS = False
+    c.REL_POS_GRID = []  # [] = the pretraining grid
+    c.FINAL_NORM = False
+    c.OUT_CHANNELS = 256
+    c.STRIDES = [4, 8, 16, 32]
+    c.TOP_BLOCK = True
+    c.PRETRAINED = ""
+    c.STRICT = True
+    c.ALLOW_MISSING = []
+    c.ALLOW_UNEXPECTED = []
+
+
+def build_vitmix_vitdet_backbone(cfg, input_shape: ShapeSpec) -> VitMixViTDet:
+    """``MODEL.BACKBONE.NAME = "build_vitmix_vitdet_backbone"`` (yacs configs)."""
+    c = cfg.MODEL.VITMIX
+    return VitMixViTDet(
+        img_size=c.IMG_SIZE,
+        patch_size=c.PATCH_SIZE,
+        in_chans=input_shape.channels,
+        embed_dim=c.EMBED_DIM,
+        depth=c.DEPTH,
+        num_heads=c.NUM_HEADS,
+        mlp_ratio=c.MLP_RATIO,
+        drop_path_rate=c.DROP_PATH_RATE,
+        window_size=c.WINDOW_SIZE,
+        global_block_indexes=tuple(c.GLOBAL_BLOCK_INDEXES),
+        use_rel_pos=c.USE_REL_POS,
+        rel_pos_grid=tuple(c.REL_POS_GRID) or None,
+        final_norm=c.FINAL_NORM,
+        out_channels=c.OUT_CHANNELS,
+        strides=tuple(c.STRIDES),
+        top_block=c.TOP_BLOCK,
+        pretrained=c.PRETRAINED or None,
+        strict=c.STRICT,
+        allow_missing=list(c.ALLOW_MISSING),
+        allow_unexpected=list(c.ALLOW_UNEXPECTED),
+    )
+
+
+if "build_vitmix_vitdet_backbone" in BACKBONE_REGISTRY:  # module re-executed (reload)
+    BACKBONE_REGISTRY._obj_map.pop("build_vitmix_vitdet_backbone")
+BACKBONE_REGISTRY.register(build_vitmix_vitdet_backbone)
+
+
+def register_checked_coco_instances(
+    name: str,
+    json_file: str,
+    image_root: str,
+    *,
+    on_error: str = "skip",
+    classes: Optional[Sequence[str]] = None,
+    metadata: Optional[Dict[str, Any]] = None,
+    replace: bool = True,
+) -> CocoCheckReport:
+    """Check a COCO instances file and register it under ``name``.
+
+    Args:
+        name: dataset name (``DatasetCatalog``/``MetadataCatalog``).
+        json_file: COCO JSON; image_root: directory of its images.
+        on_error: ``'skip'`` (drop and count bad entries) or ``'raise'``.
+        classes: class names that must be categories of the file.
+        metadata: extra metadata (``register_coco_instances``).
+        replace: re-register when ``name`` exists (e.g. a second run in one
+            process); otherwise an existing name is an error.
+
+    Returns:
+        the :class:`~downstream.coco_checks.CocoCheckReport` (also stored in
+        the metadata as ``vitmix_check``; ``json_file`` is the checked file,
+        ``original_json_file`` the one given).
+    """
+    path, report = prepare_coco(json_file, image_root, on_error=on_error, classes=classes, log=False)
+    (logger.info if report.clean else logger.warning)(report.summary())
+    if name in DatasetCatalog.list():
+        if not replace:
+            raise ValueError(f"dataset {name!r} is already registered")
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    register_coco_instances(name, dict(metadata or {}), path, image_root)
+    MetadataCatalog.get(name).set(original_json_file=json_file, vitmix_check=report.to_dict())
+    return report
+
+
+def layer_decay_param_groups(
+    model: torch.nn.Module,
+    base_lr: float,
+    weight_decay: float = 0.1,
+    layer_decay: float = 0.7,
+    num_layers: int = 12,
+    prefix: str = "backbone.vit.",
+) -> List[Dict[str, Any]]:
+    """Optimizer parameter groups with layer-wise lr decay for a Detectron2 model.
+
+    For LazyConfig::
+
+        optimizer = L(torch.optim.AdamW)(
+            params=L(layer_decay_param_groups)(base_lr="${..lr}", weight_decay=0.1,
+                                               layer_decay=0.7, num_layers=12),
+            lr=1e-4, betas=(0.9, 0.999), weight_decay=0.1)
+
+    (the train script sets ``optimizer.params.model``). Same grouping as the
+    MMDetection constructor: see :func:`downstream.vit.param_groups_layer_decay`.
+    """
+    groups = param_groups_layer_decay(
+        model, base_lr=base_lr, weight_decay=weight_decay, layer_decay=layer_decay, num_layers=num_layers, prefix=prefix
+    )
+    for g in groups:
+        g.pop("param_names", None)  # keeps the optimizer state dict small
+    return groups
