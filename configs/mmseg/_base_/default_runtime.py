@@ -20,7 +20,7 @@ log_level = 'INFO'
 # torch>=2.6 loads with weights_only=True by default; MMEngine's own training
 # checkpoints (iter_*.pth) also hold message-hub objects and numpy arrays.
 # Importing downstream.mmseg allow-lists exactly those types for the
-# weights-only loader (downstream/mmseg_checkpoint.py), so `mim test`,
+# weights-only loader (downstream/mmengine_checkpoint.py), so `mim test`,
 # --resume and load_from=<work_dir>/iter_N.pth work without
 # TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1; anything else is still refused.
 load_from = None
