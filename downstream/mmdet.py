@@ -46,7 +46,7 @@ from mmdet.registry import DATASETS, METRICS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS
 from .coco_checks import prepare_coco
 from .mmengine_checkpoint import register_mmengine_safe_globals
 from .vit import LayerNorm2d, ViTPyramidBackbone, param_groups_layer_decay
-from .weights import LoadReport
+from .mmengine_common import set_pretrained_options, strict_init_weights
 
 __all__ = [
     "VitMixViTDet",
@@ -104,42 +104,11 @@ class VitMixViTDet(ViTPyramidBackbone, BaseModule):
                     "MMEngine's Pretrained init loads non-strictly and would hide a wrong checkpoint"
                 )
         self.init_cfg = init_cfg
-        self.pretrained = pretrained
-        self.strict = bool(strict)
-        self.allow_missing = list(allow_missing or ())
-        self.allow_unexpected = list(allow_unexpected or ())
-        self.trust_pickle = bool(trust_pickle)
-        self.load_report: Optional[LoadReport] = None
+        set_pretrained_options(self, pretrained, strict, allow_missing, allow_unexpected, trust_pickle)
 
     def init_weights(self) -> None:
         """Apply ``init_cfg`` (if any), then load ``pretrained`` into the ViT strictly."""
-        if self.init_cfg:
-            BaseModule.init_weights(self)
-        if self.pretrained is None:
-            print_log(
-                f"{BACKBONE_NAME}: no pretrained checkpoint given (pretrained=None); "
-                "the backbone keeps its random initialisation",
-                logger="current",
-                level=logging.WARNING,
-            )
-        else:
-            if str(self.pretrained).startswith(("http://", "https://")):
-                raise ValueError(f"{BACKBONE_NAME}: pretrained must be a local file, got the URL {self.pretrained}")
-            report = self.load_pretrained(
-                self.pretrained,
-                strict=self.strict,
-                allow_missing=self.allow_missing,
-                allow_unexpected=self.allow_unexpected,
-                trust_pickle=self.trust_pickle or None,
-                log=False,
-            )
-            self.load_report = report
-            print_log(
-                f"{BACKBONE_NAME}: " + report.summary(),
-                logger="current",
-                level=logging.INFO if report.complete else logging.WARNING,
-            )
-        self._is_init = True
+        strict_init_weights(self, BACKBONE_NAME, self.load_pretrained)
 
 
 @MODELS.register_module(name="VitMixLN2d", force=True)

@@ -42,8 +42,9 @@ from mmseg.registry import MODELS, OPTIM_WRAPPER_CONSTRUCTORS
 
 from . import mmseg_data, mmseg_hooks  # noqa: F401  (registration)
 from .mmengine_checkpoint import register_mmengine_safe_globals
+from .mmengine_common import set_pretrained_options, strict_init_weights
 from .vit import VisionTransformer, get_layer_id
-from .weights import LoadReport, load_pretrained
+from .weights import load_pretrained
 
 __all__ = ["VitMixViT", "VitMixLayerDecayOptimizerConstructor", "BACKBONE_NAME"]
 
@@ -176,12 +177,7 @@ class VitMixViT(VisionTransformer, BaseModule):
                 raise ValueError(f"{BACKBONE_NAME}: both pretrained={pretrained!r} and init_cfg checkpoint={ckpt!r}")
             pretrained = ckpt
         self.init_cfg = init_cfg
-        self.pretrained = pretrained
-        self.strict = bool(strict)
-        self.allow_missing = list(allow_missing or ())
-        self.allow_unexpected = list(allow_unexpected or ())
-        self.trust_pickle = bool(trust_pickle)
-        self.load_report: Optional[LoadReport] = None
+        set_pretrained_options(self, pretrained, strict, allow_missing, allow_unexpected, trust_pickle)
 
     def init_weights(self) -> None:
         """Apply ``init_cfg`` (if any), then load ``pretrained`` strictly.
@@ -190,33 +186,7 @@ class VitMixViT(VisionTransformer, BaseModule):
         ``init_cfg`` nor the segmentor's non-``Pretrained`` ``init_cfg``
         (applied before the children's ``init_weights``) overwrites it.
         """
-        if self.init_cfg:
-            BaseModule.init_weights(self)  # sets self._is_init
-        if self.pretrained is None:
-            print_log(
-                f"{BACKBONE_NAME}: no pretrained checkpoint given (pretrained=None); "
-                "the backbone keeps its random initialisation",
-                logger="current",
-                level=logging.WARNING,
-            )
-        else:
-            if str(self.pretrained).startswith(("http://", "https://")):
-                raise ValueError(
-                    f"{BACKBONE_NAME}: pretrained must be a local file, got the URL {self.pretrained}; download it first"
-                )
-            report = load_pretrained(
-                self,
-                self.pretrained,
-                strict=self.strict,
-                allow_missing=self.allow_missing,
-                allow_unexpected=self.allow_unexpected,
-                trust_pickle=self.trust_pickle or None,
-                log=False,
-            )
-            self.load_report = report
-            level = logging.INFO if report.clean else logging.WARNING
-            print_log(f"{BACKBONE_NAME}: " + report.summary(), logger="current", level=level)
-        self._is_init = True
+        strict_init_weights(self, BACKBONE_NAME, lambda path, **kw: load_pretrained(self, path, **kw))
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module(name="VitMixLayerDecayOptimizerConstructor", force=True)
