@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole path on the embedded synthetic world, CPU-sized (about 10-15 minutes on 2 cores after set-up):
+# The whole path on the embedded synthetic world, CPU-sized (about 15 minutes on 2 cores after set-up):
 #   set-up -> synthetic data -> pretrain (CutMix, TransMix, TokenMix with the CutMix run as its teacher)
 #   -> ADE20K-layout Linear-head transfer (random init and each checkpoint) with `mim train mmseg`
 #   -> robustness and attention-quality studies of the checkpoints -> a table of val top-1 and mIoU.
