@@ -10,34 +10,25 @@ import pytest
 import torch
 
 pytest.importorskip("detectron2")
-timm = pytest.importorskip("timm")
-
-from safetensors.torch import save_file  # noqa: E402
 
 from downstream.coco_checks import CocoDataError  # noqa: E402
 from downstream.weights import CheckpointError  # noqa: E402
+from pretrain.engine.checkpoint import save_weights  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG_DIR = os.path.join(REPO, "configs", "detectron2")
 SYNTH_CFG = os.path.join(CFG_DIR, "mask_rcnn_vitmix_synthetic.py")
-ARCH = {"model": "deit_tiny_patch16_224", "img_size": [64, 64], "patch_size": 8, "embed_dim": 192, "depth": 6,
-        "num_heads": 3, "mlp_ratio": 4.0, "qkv_bias": True, "num_prefix_tokens": 1, "num_classes": 4}
 
 
 @pytest.fixture(scope="module")
-def pretrained_sd():
-    torch.manual_seed(0)
-    m = timm.create_model("deit_tiny_patch16_224", pretrained=False, img_size=64, patch_size=8, depth=6, num_classes=4)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    return {k: v.contiguous() for k, v in m.state_dict().items()}
+def pretrained_sd(tiny_vit):
+    return tiny_vit(4)[0]
 
 
 @pytest.fixture
-def ckpt(tmp_path, pretrained_sd):
+def ckpt(tmp_path, tiny_vit):
     path = str(tmp_path / "model.safetensors")
-    save_file(pretrained_sd, path, metadata={"format": "vitmix-vit", "arch": json.dumps(ARCH)})
+    save_weights(path, *tiny_vit(4))
     return path
 
 
@@ -80,12 +71,12 @@ def test_weights_reach_the_backbone_from_the_lazy_config(cfg, ckpt, pretrained_s
     assert model.roi_heads.box_head.conv1.norm.__class__.__name__ == "LayerNorm2d"
 
 
-def test_wrong_checkpoint_fails_when_the_model_is_built(cfg, tmp_path, pretrained_sd):
+def test_wrong_checkpoint_fails_when_the_model_is_built(cfg, tmp_path, pretrained_sd, tiny_vit):
     from detectron2.config import instantiate
 
     sd = {k: v for k, v in pretrained_sd.items() if not k.startswith("blocks.5.")}
     p = str(tmp_path / "short.safetensors")
-    save_file(sd, p, metadata={"format": "vitmix-vit", "arch": json.dumps(dict(ARCH, depth=5))})
+    save_weights(p, sd, dict(tiny_vit(4)[1], depth=5))
     cfg.model.backbone.pretrained = p
     with pytest.raises(CheckpointError) as e:
         instantiate(cfg.model)

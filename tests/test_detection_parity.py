@@ -19,21 +19,7 @@ MMDET_CFG = os.path.join(REPO, "configs", "mmdet", "mask-rcnn_vitmix_synthetic.p
 D2_CFG = os.path.join(REPO, "configs", "detectron2", "mask_rcnn_vitmix_synthetic.py")
 
 
-def _pretrained_checkpoint(path):
-    """A synthetic-pretraining checkpoint (the configs' architecture) in the project's own format."""
-    from pretrain.engine.checkpoint import save_weights
-    from pretrain.models.vit import create_vit, vit_arch
-
-    torch.manual_seed(0)
-    m = create_vit("deit_tiny_patch16_224", num_classes=4, img_size=64, patch_size=8, depth=6)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    save_weights(str(path), m.state_dict(), vit_arch(m, "deit_tiny_patch16_224"))
-    return str(path), {k: v.detach().clone() for k, v in m.state_dict().items()}
-
-
-def test_same_checkpoint_same_pyramid_in_both_frameworks(tmp_path, synthetic_root, monkeypatch):
+def test_same_checkpoint_same_pyramid_in_both_frameworks(tmp_path, synthetic_root, monkeypatch, tiny_vit):
     import cv2
     from detectron2.config import LazyConfig, instantiate
     from mmengine.config import Config
@@ -42,7 +28,11 @@ def test_same_checkpoint_same_pyramid_in_both_frameworks(tmp_path, synthetic_roo
 
     monkeypatch.setenv("VITMIX_SYNTHETIC_DIR", str(synthetic_root))
     monkeypatch.setenv("VITMIX_CACHE_DIR", str(tmp_path / "cache"))
-    ckpt, sd = _pretrained_checkpoint(tmp_path / "model.safetensors")
+    from pretrain.engine.checkpoint import save_weights
+
+    sd = tiny_vit(4)[0]  # a synthetic-pretraining checkpoint with the configs' architecture
+    ckpt = str(tmp_path / "model.safetensors")
+    save_weights(ckpt, *tiny_vit(4))
 
     register_all_modules(init_default_scope=False)
     init_default_scope("mmdet")

@@ -1,6 +1,5 @@
 """The MMSeg adapter: registration, strict loading through init_weights, configs."""
 
-import json
 import os
 import subprocess
 import sys
@@ -10,28 +9,15 @@ import torch
 
 pytest.importorskip("mmcv.ops", reason="needs mmcv with compiled ops")
 pytest.importorskip("mmseg")
-timm = pytest.importorskip("timm")
 
 from mmengine.config import Config  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
 
 import downstream.mmseg as dm  # noqa: E402
 from downstream.weights import CheckpointError  # noqa: E402
+from pretrain.engine.checkpoint import save_weights  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYNTH_CFG = os.path.join(REPO, "configs", "mmseg", "linear_synthetic.py")
-ARCH = {
-    "model": "deit_tiny_patch16_224",
-    "img_size": [64, 64],
-    "patch_size": 8,
-    "embed_dim": 192,
-    "depth": 6,
-    "num_heads": 3,
-    "mlp_ratio": 4.0,
-    "qkv_bias": True,
-    "num_prefix_tokens": 1,
-    "num_classes": 10,
-}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -42,19 +28,14 @@ def _mmseg_scope():
 
 
 @pytest.fixture(scope="module")
-def pretrained_sd():
-    torch.manual_seed(0)
-    m = timm.create_model("deit_tiny_patch16_224", pretrained=False, img_size=64, patch_size=8, depth=6, num_classes=10)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    return {k: v.contiguous() for k, v in m.state_dict().items()}
+def pretrained_sd(tiny_vit):
+    return tiny_vit(10)[0]
 
 
 @pytest.fixture
-def ckpt(tmp_path, pretrained_sd):
+def ckpt(tmp_path, tiny_vit):
     path = str(tmp_path / "model.safetensors")
-    save_file(pretrained_sd, path, metadata={"format": "vitmix-vit", "arch": json.dumps(ARCH)})
+    save_weights(path, *tiny_vit(10))
     return path
 
 
