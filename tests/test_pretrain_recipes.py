@@ -98,6 +98,9 @@ def test_recipe_trains_two_steps_on_cpu(path, synthetic_root, tiny_assets, tmp_p
         if cfg0["mixer"].get("target") == "label_map":
             extra.append(f"mixer.label_maps={label_maps}")
     cfg = load_config(path, _shrink(synthetic_root, tmp_path / name) + extra)
+    if cfg["mixer"]["name"] == "attentive_cutmix":  # needs a CNN: a random-weight ResNet-18 stands in for it
+        cfg["mixer"]["model"] = {"name": "resnet18", "random_init": True}
+        cfg["mixer"]["k"] = 1
     _replace_checkpoints(cfg["mixer"], ckpt)
     summary = train(cfg)
     assert summary["steps"] == 2 and summary["skipped_steps"] == 0

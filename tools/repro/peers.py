@@ -9,8 +9,8 @@ Attentive-CutMix, Puzzle-Mix, TransMix; the DeiT baseline too), top-1 and traini
 
 Rows are ``tools/pretrain.sh`` runs of DeiT-S with the DeiT recipe; the DeiT, CutMix and TransMix
 rows are the very runs of ``tools/repro/imagenet.py`` (same folders, not trained twice), the
-peers replace the recipe's Mixup/CutMix mixer (``mixer={...}`` override of
-``configs/pretrain/deit_s_deit.yaml``). Throughput is measured twice: during training (median
+peers use ``configs/pretrain/deit_s_{saliencymix,attentive_cutmix,puzzlemix}.yaml`` (the DeiT recipe
+with the peer's mixer). Throughput is measured twice: during training (median
 ``img_per_s`` of the run's ``metrics.jsonl``, loader included), and side by side in one process by
 ``tools/bench_mixers.py`` (a full training step per mixer on one batch, interleaved; the
 ``throughput`` row).
@@ -40,18 +40,6 @@ PAPER = {
 PEER_NA = R.Paper(None, "seed 000 Table 8's numbers are not in the seed texts")
 
 
-def peer_mixer(name: str, args) -> str:
-    """The ``mixer={...}`` override of a peer at ImageNet scale (docs/mixers.md)."""
-    mixers = {
-        "saliencymix": {"name": "saliencymix", "alpha": 1.0, "mode": "elem", "label_smoothing": 0.1},
-        "attentive_cutmix": {"name": "attentive_cutmix", "k": 6, "label_smoothing": 0.1,
-                             "model": {"name": "resnet50", "checkpoint": args.attentive_cnn, "input_size": 224}},
-        "puzzlemix": {"name": "puzzlemix", "alpha": 1.0, "block_counts": [2, 4, 8, 16], "beta": 0.3, "iters": 4,
-                      "label_smoothing": 0.1},
-    }
-    return "mixer=" + json.dumps(mixers[name], separators=(",", ":"))
-
-
 def build_rows(args):
     imagenet_out = R.sibling_out(args, "imagenet") if args.imagenet_runs is None else os.path.abspath(args.imagenet_runs)
     args.imagenet_runs = imagenet_out
@@ -62,17 +50,15 @@ def build_rows(args):
     rows = []
     for method in LABELS:
         rid = f"synthetic_{method}" if args.synthetic else f"deit_s_{method}"
-        base = method if method in SHARED or args.synthetic else "deit"
         cfg_file = os.path.join(R.REPO, "configs", "pretrain",
-                                f"synthetic_{base}.yaml" if args.synthetic else f"deit_s_{base}.yaml")
+                                f"synthetic_{method}.yaml" if args.synthetic else f"deit_s_{method}.yaml")
         cfg = R.pretrain_config(cfg_file)
         sched_ov, sched = R.pretrain_scaled_overrides(cfg, args.scale)
         ov = [f"data.root={os.path.join(args.data, 'imagenet') if args.synthetic else args.data}"] + sched_ov + extra
         requires = {}
-        if method not in SHARED and not args.synthetic:
-            ov.append(peer_mixer(method, args))
-            if method == "attentive_cutmix":
-                requires[args.attentive_cnn] = "an ImageNet-pretrained ResNet-50 (timm/torchvision .pth), --attentive-cnn"
+        if method == "attentive_cutmix" and not args.synthetic:
+            ov.append(f"mixer.model.checkpoint={args.attentive_cnn}")
+            requires[args.attentive_cnn] = "an ImageNet-pretrained ResNet-50 (timm/torchvision .pth), --attentive-cnn"
         ov += list(args.set)
         R.pretrain_config(cfg_file, ov)  # every override must be accepted by the real loader
         run_dir = os.path.join(imagenet_out if method in SHARED else args.out, "runs", rid)
