@@ -10,7 +10,8 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from safetensors.torch import load_file, save_file
 
-FORMAT = "vitmix-vit"
+FORMAT = "vitmix-vit"            # timm ViT weights (what downstream loaders read)
+MIXMO_FORMAT = "vitmix-mixmo"    # MixMo networks (encoders.*, core.*, heads.*; pretrain.mixmo)
 
 
 def _atomic(path: str, write) -> None:
@@ -31,10 +32,10 @@ def _atomic(path: str, write) -> None:
 
 
 def save_weights(path: str, state_dict: Dict[str, torch.Tensor], arch: Dict[str, Any],
-                 extra: Optional[Dict[str, Any]] = None) -> None:
-    """Write model weights as safetensors with ``format``/``arch`` (and ``extra``) JSON metadata."""
+                 extra: Optional[Dict[str, Any]] = None, fmt: str = FORMAT) -> None:
+    """Write model weights as safetensors with ``format`` (``fmt``)/``arch`` (and ``extra``) JSON metadata."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    meta = {"format": FORMAT, "arch": json.dumps(arch, sort_keys=True)}
+    meta = {"format": fmt, "arch": json.dumps(arch, sort_keys=True)}
     for k, v in (extra or {}).items():
         meta[k] = v if isinstance(v, str) else json.dumps(v)
     _atomic(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
@@ -86,7 +87,8 @@ def write_text_atomic(path: str, text: str) -> None:
 
 
 def save_checkpoint(out_dir: str, step: int, weights: Dict[str, Dict[str, torch.Tensor]], state: Dict[str, Any],
-                    arch: Dict[str, Any], extra: Optional[Dict[str, Any]] = None, keep: int = 1) -> str:
+                    arch: Dict[str, Any], extra: Optional[Dict[str, Any]] = None, keep: int = 1,
+                    fmt: str = FORMAT) -> str:
     """Write a resume checkpoint; returns its folder.
 
     Args:
@@ -94,7 +96,7 @@ def save_checkpoint(out_dir: str, step: int, weights: Dict[str, Dict[str, torch.
         step: optimizer step the checkpoint is taken after (names the folder).
         weights: ``{"model": state_dict, "ema": state_dict, ...}``, each written as ``<name>.safetensors``.
         state: everything else (optimizer, scaler, RNG, sampler position, counters): tensors and plain data.
-        arch, extra: safetensors metadata (see :func:`save_weights`).
+        arch, extra, fmt: safetensors metadata (see :func:`save_weights`).
         keep: number of newest checkpoint folders kept.
     """
     root = os.path.join(out_dir, CKPT_DIR)
@@ -106,7 +108,7 @@ def save_checkpoint(out_dir: str, step: int, weights: Dict[str, Dict[str, torch.
     try:
         meta = {**(extra or {}), "step": int(step)}
         for key, sd in weights.items():
-            save_weights(os.path.join(tmp, f"{key}.safetensors"), sd, arch, meta)
+            save_weights(os.path.join(tmp, f"{key}.safetensors"), sd, arch, meta, fmt=fmt)
         save_state(os.path.join(tmp, "state.pt"), {**state, "step": int(step), "weights": sorted(weights)})
         _fsync_dir(tmp)
         if os.path.isdir(final):  # same step saved twice (e.g. epoch end right after a step save)

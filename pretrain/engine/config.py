@@ -14,13 +14,16 @@ import yaml
 
 DEFAULTS: Dict[str, Any] = {
     "model": {
-        "name": "deit_small_patch16_224",  # any timm ViT with a class token
+        "arch": "vit",                       # vit (timm) | wrn | preact_resnet (CIFAR-style CNNs, MixMo only)
+        "name": "deit_small_patch16_224",  # any timm ViT with a class token (model.arch=vit)
         "kwargs": {},                        # architecture overrides: img_size, patch_size, depth, ...
+                                             # (wrn: depth, widen_factor, dropout; preact_resnet: width)
         "drop_path": 0.1,
         "ema": False,                        # keep (and evaluate) an exponential moving average of the weights
         "ema_decay": 0.99996,                # per optimizer step (DeiT)
     },
     "data": {
+        "format": "folder",                  # folder (ImageNet layout) | cifar10 | cifar100 | tiny_imagenet
         "root": "data/imagenet",             # ImageNet folder layout: root/{train,val}/<class>/*.JPEG
         "train_split": "train",
         "val_split": "val",
@@ -40,6 +43,7 @@ DEFAULTS: Dict[str, Any] = {
     },
     "mixer": {"name": "mixup_cutmix", "label_smoothing": 0.1},
     "optim": {
+        "name": "adamw",                     # adamw | sgd
         "lr": 5.0e-4,                        # for a total batch of lr_base_batch; scaled linearly
         "lr_base_batch": 512,
         "weight_decay": 0.05,
@@ -50,6 +54,12 @@ DEFAULTS: Dict[str, Any] = {
         "min_lr": 1.0e-5,
         "clip_grad": None,                   # max global gradient norm; null = no clipping
         "fused": "auto",                     # fused AdamW: auto (on CUDA) | true | false
+        "momentum": 0.9,                     # SGD only
+        "nesterov": False,                   # SGD only
+        "no_decay_1d": True,                 # no weight decay on biases, norms, tokens, position embeddings
+        "schedule": "cosine",                # cosine | multistep (after the linear warm-up)
+        "milestones": [],                    # multistep: epochs at which the lr is multiplied by gamma
+        "gamma": 0.1,
     },
     "train": {
         "epochs": 300,
@@ -68,6 +78,21 @@ DEFAULTS: Dict[str, Any] = {
         "compile": False,
         "progress": "auto",                  # tqdm bar on rank 0: auto (when stderr is a terminal) | true | false
         "tensorboard": True,                 # events under <out_dir>/tb
+    },
+    # MixMo (multi-input multi-output subnetworks, pretrain/mixmo, docs/mixmo.md). When enabled, the
+    # ``mixer`` section is the optional mixing of each input (none | cutmix | mixup | mixup_cutmix).
+    "mixmo": {
+        "enabled": False,
+        "num_members": 2,                    # M (1 = the single-network baseline, mixing none)
+        "mixing": "cut",                     # cut (Cut-MixMo with probability p, else Linear) | linear | none
+        "alpha": 2.0,                        # lambda ~ Dirichlet(alpha 1_M)
+        "weight_root": 3.0,                  # r of the loss weights M lambda^(1/r) / sum lambda^(1/r)
+        "batch_repeat": 2,                   # b: each input sees the loader batch b times, own permutation
+        "cut_prob": 0.5,                     # probability of Cut-MixMo until anneal_start
+        "cut_prob_final": 0.0,               # ... linearly to this at anneal_end (0 = Linear-MixMo)
+        "anneal_start": 0.8,                 # fractions of the run's optimizer steps
+        "anneal_end": 1.0,
+        "ece_bins": 15,
     },
 }
 
@@ -141,8 +166,23 @@ def load_config(path: str, overrides: List[str] = ()) -> Dict[str, Any]:
 
 def validate(cfg: Dict[str, Any]) -> None:
     d, o, t = cfg["data"], cfg["optim"], cfg["train"]
-    m = cfg["model"]
+    m, x = cfg["model"], cfg["mixmo"]
     checks = [
+        (m["arch"] in ("vit", "wrn", "preact_resnet"), f"model.arch must be vit|wrn|preact_resnet, got {m['arch']!r}"),
+        (m["arch"] == "vit" or bool(x["enabled"]),
+         f"model.arch={m['arch']} trains through MixMo: set mixmo.enabled=true (mixmo.num_members=1 and "
+         "mixmo.mixing=none for the single network, see configs/mixmo/*_vanilla.yaml)"),
+        (d["format"] in ("folder", "cifar10", "cifar100", "tiny_imagenet"),
+         f"data.format must be folder|cifar10|cifar100|tiny_imagenet, got {d['format']!r}"),
+        (o["name"] in ("adamw", "sgd"), f"optim.name must be adamw|sgd, got {o['name']!r}"),
+        (o["schedule"] in ("cosine", "multistep"), f"optim.schedule must be cosine|multistep, got {o['schedule']!r}"),
+        (isinstance(o["milestones"], list) and all(isinstance(v, (int, float)) and v >= 0 for v in o["milestones"]),
+         f"optim.milestones must be a list of epochs >= 0, got {o['milestones']!r}"),
+        (0.0 < float(o["gamma"]) <= 1.0, f"optim.gamma must lie in (0, 1], got {o['gamma']}"),
+        (0.0 <= float(o["momentum"]) < 1.0, f"optim.momentum must lie in [0, 1), got {o['momentum']}"),
+        (not (o["nesterov"] and o["name"] == "sgd" and float(o["momentum"]) <= 0),
+         "optim.nesterov needs optim.momentum > 0"),
+        (int(x["ece_bins"]) >= 1, f"mixmo.ece_bins must be >= 1, got {x['ece_bins']}"),
         (int(d["num_classes"]) >= 2, f"data.num_classes must be >= 2, got {d['num_classes']}"),
         (int(d["batch_size"]) >= 2, f"data.batch_size must be >= 2 for mixing, got {d['batch_size']}"),
         (int(d["img_size"]) > 0, f"data.img_size must be > 0, got {d['img_size']}"),
@@ -173,3 +213,12 @@ def validate(cfg: Dict[str, Any]) -> None:
     for ok, msg in checks:
         if not ok:
             raise ValueError(msg)
+    if x["enabled"]:
+        from ..mixmo.mixing import INPUT_MIXERS, check_options
+        check_options(int(x["num_members"]), x["mixing"], float(x["alpha"]), float(x["weight_root"]),
+                      int(x["batch_repeat"]), float(x["cut_prob"]), float(x["cut_prob_final"]),
+                      float(x["anneal_start"]), float(x["anneal_end"]))
+        name = str((cfg.get("mixer") or {}).get("name", "none")).lower()
+        if name not in INPUT_MIXERS:
+            raise ValueError(f"with mixmo.enabled, mixer.name (the optional mixing of each input) must be one of "
+                             f"{INPUT_MIXERS}, got '{name}'")

@@ -47,7 +47,7 @@ from ..data.samplers import EpochSampler
 from ..mixing import build_mixer, soft_target_cross_entropy
 from ..models.vit import ClsAttentionTap, create_vit, vit_arch
 from . import dist as du
-from .checkpoint import find_checkpoint, link_or_copy, load_checkpoint, save_checkpoint
+from .checkpoint import FORMAT, find_checkpoint, link_or_copy, load_checkpoint, save_checkpoint
 
 log = logging.getLogger("pretrain")
 
@@ -63,8 +63,19 @@ def lr_at(step: int, total: int, warmup: int, base_lr: float, warmup_lr: float, 
     return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * min(1.0, t)))
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float):
-    """No weight decay on biases, norms, tokens and position embeddings (as DeiT/timm)."""
+def multistep_lr_at(step: int, warmup: int, base_lr: float, warmup_lr: float, milestones: List[int],
+                    gamma: float) -> float:
+    """Linear warm-up from ``warmup_lr``, then ``base_lr * gamma^(number of milestones <= step)`` (steps)."""
+    if step < warmup:
+        return warmup_lr + (base_lr - warmup_lr) * step / max(1, warmup)
+    return base_lr * gamma ** sum(1 for m in milestones if step >= m)
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float, no_decay_1d: bool = True):
+    """No weight decay on biases, norms, tokens and position embeddings (as DeiT/timm), unless
+    ``no_decay_1d`` is false (every parameter decays, the usual CIFAR ResNet recipe)."""
+    if not no_decay_1d:
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
     decay, no_decay = [], []
     skip = set(getattr(model, "no_weight_decay", lambda: set())())
     for name, p in model.named_parameters():
@@ -75,20 +86,37 @@ def param_groups(model: torch.nn.Module, weight_decay: float):
 
 
 def build_optimizer(model: torch.nn.Module, oc: Dict[str, Any], lr: float, device: torch.device):
-    """AdamW over :func:`param_groups`; fused kernels on CUDA unless ``optim.fused`` is false."""
+    """AdamW (default) or SGD (``optim.name=sgd``: momentum, Nesterov) over :func:`param_groups`; fused
+    kernels on CUDA unless ``optim.fused`` is false."""
     fused = oc.get("fused", "auto")
     fused = device.type == "cuda" if fused == "auto" else bool(fused)
-    return torch.optim.AdamW(param_groups(model, float(oc["weight_decay"])), lr=lr, betas=tuple(oc["betas"]),
+    groups = param_groups(model, float(oc["weight_decay"]), bool(oc.get("no_decay_1d", True)))
+    if oc.get("name", "adamw") == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=float(oc.get("momentum", 0.9)),
+                               nesterov=bool(oc.get("nesterov", False)), fused=fused or None,
+                               foreach=None if fused else True)
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(oc["betas"]),
                              eps=float(oc["eps"]), fused=fused or None, foreach=None if fused else True)
 
 
 def build_model(cfg: Dict[str, Any]) -> torch.nn.Module:
     """The timm ViT a config describes (``model.kwargs`` override its architecture; the input size
-    defaults to ``data.img_size``)."""
+    defaults to ``data.img_size``), or the MixMo network when ``mixmo.enabled``."""
+    if cfg.get("mixmo", {}).get("enabled"):
+        from ..mixmo.models import build_mixmo_model
+        return build_mixmo_model(cfg)
     mc, dc = cfg["model"], cfg["data"]
     kwargs = dict(mc.get("kwargs") or {})
     kwargs.setdefault("img_size", int(dc["img_size"]))
     return create_vit(mc["name"], int(dc["num_classes"]), drop_path_rate=float(mc["drop_path"]), **kwargs)
+
+
+def _model_label(cfg: Dict[str, Any]) -> str:
+    mc = cfg["model"]
+    if cfg.get("mixmo", {}).get("enabled"):
+        name = mc["name"] if mc.get("arch", "vit") == "vit" else mc["arch"]
+        return f"MixMo {name} (M={cfg['mixmo']['num_members']})"
+    return mc["name"]
 
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -147,6 +175,7 @@ class StepResult:
     skipped: bool        # non-finite loss or gradient on some rank: no update anywhere
     stop: bool           # some rank was asked to stop (signal)
     grad_norm: Optional[float] = None
+    head_losses: Optional[List[float]] = None  # MixMo: each head's unweighted cross-entropy
 
 
 class TrainStep:
@@ -165,6 +194,11 @@ class TrainStep:
     ``step(images, labels, extras, lr)`` takes a (B, 3, H, W) float batch and (B,) int64 labels on the
     device and returns a :class:`StepResult`. One host synchronisation per step: the non-finite and stop
     flags (max over ranks) and the loss value travel in one small tensor.
+
+    Objectives that own their forward (``mixer.forward_loss``, e.g. :class:`pretrain.mixmo.MixMoTrainer`)
+    replace "mix, forward, targets, loss": ``loss, details = mixer.forward_loss(net, images, labels,
+    extras, step=step, autocast=..., channels_last=...)``; ``details`` (a 1-D tensor, MixMo's per-head
+    losses, or None) travels in the same host sync and comes back as ``StepResult.head_losses``.
     """
 
     def __init__(self, model, net, mixer, optimizer, scaler, amp_dtype=None, clip_grad=None, ema=None,
@@ -177,7 +211,8 @@ class TrainStep:
         self.device = next(model.parameters()).device
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.tap = ClsAttentionTap(model) if getattr(mixer, "needs_attention", False) else None
-        self.patch = int(model.patch_embed.patch_size[0])
+        self.patch = int(model.patch_embed.patch_size[0]) if self.tap is not None else None
+        self.objective = getattr(mixer, "forward_loss", None)
         self.loss_fn = getattr(mixer, "loss", None) or soft_target_cross_entropy
         self.stop_requested = False
         self._flag = {v: torch.tensor(float(v), device=self.device) for v in (False, True)}  # no H2D copy per step
@@ -192,17 +227,23 @@ class TrainStep:
         if lr is not None:
             for g in self.optimizer.param_groups:
                 g["lr"] = lr
-        batch = self.mixer(images, labels, model=self.model, extras=extras)
-        x = batch.images
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(self.device, self.amp_dtype):
-            logits = self.net(x)
-        attention = None
-        if self.tap is not None:
-            attention = self.tap.patch_attention().view(x.shape[0], x.shape[-2] // self.patch,
-                                                        x.shape[-1] // self.patch)
-        loss = self.loss_fn(logits, self.mixer.targets(batch, attention))
+        details = None
+        if self.objective is not None:
+            loss, details = self.objective(self.net, images, labels, extras, step=step,
+                                           autocast=lambda: autocast(self.device, self.amp_dtype),
+                                           channels_last=self.channels_last)
+        else:
+            batch = self.mixer(images, labels, model=self.model, extras=extras)
+            x = batch.images
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(self.device, self.amp_dtype):
+                logits = self.net(x)
+            attention = None
+            if self.tap is not None:
+                attention = self.tap.patch_attention().view(x.shape[0], x.shape[-2] // self.patch,
+                                                            x.shape[-1] // self.patch)
+            loss = self.loss_fn(logits, self.mixer.targets(batch, attention))
 
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -216,8 +257,11 @@ class TrainStep:
         flags = torch.stack([bad.float(), self._flag[bool(self.stop_requested)]])
         du.all_reduce_max_(flags)
         extra = [loss.detach().float().view(1)] + ([grad_norm.detach().float().view(1)] if grad_norm is not None else [])
+        if details is not None:
+            extra.append(details.detach().float().view(-1))
         values = torch.cat([flags] + extra).tolist()  # the step's one host sync
         skipped, stop = values[0] > 0, values[1] > 0
+        n_fixed = 4 if grad_norm is not None else 3
         if skipped:
             self.optimizer.zero_grad(set_to_none=True)
         else:
@@ -226,7 +270,8 @@ class TrainStep:
             if self.ema is not None:
                 self.ema.update(self.model)  # fixed decay from the first step (DeiT)
         return StepResult(loss=values[2], skipped=skipped, stop=stop,
-                          grad_norm=values[3] if grad_norm is not None else None)
+                          grad_norm=values[3] if grad_norm is not None else None,
+                          head_losses=values[n_fixed:] if details is not None else None)
 
 
 # ---- evaluation ------------------------------------------------------------------------------
@@ -263,13 +308,30 @@ class Data:
     bad_log: str
 
 
+def build_dataset(cfg: Dict[str, Any], split: str, train: bool):
+    """One split (``"train"`` | ``"val"``) of the config's dataset: ``data.format`` folder (ImageNet layout,
+    ``data.train_split``/``data.val_split`` under ``data.root``), or cifar10 | cifar100 | tiny_imagenet in
+    their published layouts (:mod:`pretrain.data.small`; their own augmentation, ``data.img_size`` output)."""
+    dc = cfg["data"]
+    fmt = dc.get("format", "folder")
+    if fmt == "folder":
+        return build_folder_dataset(dc, dc["train_split"] if split == "train" else dc["val_split"], train=train)
+    from ..data.small import build_small_dataset
+    return build_small_dataset(fmt, dc["root"], split, train=train, img_size=int(dc["img_size"]),
+                               num_classes=int(dc["num_classes"]))
+
+
 def build_data(cfg: Dict[str, Any], mixer, rank: int, world: int, out_dir: str) -> Data:
     """Datasets (layout checked before anything trains), the mixer's dataset wrapper, samplers, loaders."""
     dc, tc = cfg["data"], cfg["train"]
     seed = int(tc["seed"])
-    train_set = build_folder_dataset(dc, dc["train_split"], train=True)
-    val_set = build_folder_dataset(dc, dc["val_split"], train=False)
-    check_same_classes(train_set, val_set)
+    train_set = build_dataset(cfg, "train", train=True)
+    val_set = build_dataset(cfg, "val", train=False)
+    if dc.get("format", "folder") == "folder":
+        check_same_classes(train_set, val_set)
+    else:
+        from ..data.small import check_small_splits
+        check_small_splits(train_set, val_set)
     train_set = mixer.wrap_dataset(train_set)
     bad_log = os.path.join(out_dir, "bad_images.tsv" if world == 1 else f"bad_images.rank{rank}.tsv")
     tries = int(dc["bad_image_tries"])
@@ -278,7 +340,8 @@ def build_data(cfg: Dict[str, Any], mixer, rank: int, world: int, out_dir: str) 
     bs, workers = int(dc["batch_size"]), int(dc["workers"])
     sampler = EpochSampler(len(train_set), world, rank, shuffle=True, seed=seed, repeats=int(dc["repeated_aug"]))
     if sampler.num_samples < bs:
-        raise ValueError(f"{os.path.join(dc['root'], dc['train_split'])}: {len(train_set)} training images give each of {world} process(es) "
+        where = os.path.join(dc["root"], dc["train_split"]) if dc.get("format", "folder") == "folder" else dc["root"]
+        raise ValueError(f"{where}: {len(train_set)} training images give each of {world} process(es) "
                          f"{sampler.num_samples} samples per epoch, fewer than one batch of {bs}")
     val_sampler = EpochSampler(len(val_set), world, rank, shuffle=False, pad=False)
     pin = torch.cuda.is_available()
@@ -452,7 +515,12 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
 
     # mixer first: it may wrap the training set (per-sample side information such as label maps)
     num_classes = int(dc["num_classes"])
-    mixer = build_mixer(cfg["mixer"], num_classes, seed=seed * 1000 + rank).to(device)
+    mixmo = bool(cfg["mixmo"]["enabled"])
+    if mixmo:  # MixMo: its trainer owns the forward and the loss; the mixer section mixes each input
+        from ..mixmo.mixing import build_trainer
+        mixer = build_trainer(cfg, seed=seed * 1000 + rank).to(device)
+    else:
+        mixer = build_mixer(cfg["mixer"], num_classes, seed=seed * 1000 + rank).to(device)
     data = build_data(cfg, mixer, rank, world, out_dir)
     if ckpt is None:  # a fresh run: fresh unreadable-image log; an earlier run's checkpoints are kept aside
         if os.path.exists(data.bad_log):
@@ -470,7 +538,9 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
     model = build_model(cfg).to(device)
     if tc.get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
-    arch = vit_arch(model, mc["name"])
+    arch = dict(model.arch) if mixmo else vit_arch(model, mc["name"])
+    weights_format = "vitmix-mixmo" if mixmo else FORMAT
+    num_heads = model.num_members if mixmo else 0
     bs = int(dc["batch_size"])
     total_batch = bs * world
     base_lr = float(oc["lr"]) * total_batch / float(oc["lr_base_batch"])
@@ -486,12 +556,26 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
     epochs = int(tc["epochs"])
     total_steps = epochs * steps_per_epoch
     warmup_steps = int(round(float(oc["warmup_epochs"]) * steps_per_epoch))
+    if oc.get("schedule", "cosine") == "multistep":
+        milestone_steps = [int(round(float(m) * steps_per_epoch)) for m in oc["milestones"]]
+
+        def lr_fn(s: int) -> float:
+            return multistep_lr_at(s, warmup_steps, base_lr, float(oc["warmup_lr"]), milestone_steps,
+                                   float(oc["gamma"]))
+    else:
+        def lr_fn(s: int) -> float:
+            return lr_at(s, total_steps, warmup_steps, base_lr, float(oc["warmup_lr"]), float(oc["min_lr"]))
+    if mixmo:
+        mixer.model, mixer.total_steps = model, total_steps
 
     # resume: weights, optimizer, scaler, EMA, sampler position, generators, counters
     start_epoch = start_batch = step = 0
     best = {"top1": -1.0, "ema_top1": -1.0}
     bad_total = bad_in_a_row = 0
-    partial = [0.0, 0.0, 0.0]  # loss sum, images, seconds of the epoch so far (this rank)
+    def zero_partial():  # loss sum, images, seconds of the epoch so far (this rank), MixMo head loss sums
+        return [0.0] * (3 + num_heads)
+
+    partial = zero_partial()
     if ckpt is not None:
         weights, state = load_checkpoint(ckpt)
         try:
@@ -499,7 +583,8 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
         except RuntimeError as exc:
             lines = [x.strip() for x in str(exc).splitlines() if x.strip()][1:3]
             raise ValueError(f"cannot resume from {ckpt}: its weights do not fit the configured model "
-                             f"{mc['name']} {mc.get('kwargs') or ''} ({'; '.join(lines)[:400]}). Resume with the "
+                             f"{_model_label(cfg)} {mc.get('kwargs') or ''} ({'; '.join(lines)[:400]}). "
+                             "Resume with the "
                              "run's own config (saved in its config.yaml) or start a new train.out_dir") from None
         if ema is not None:
             if "ema" in weights:
@@ -524,7 +609,7 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
             start_batch = start_batch * old_world * old_bs // (world * bs)
             seed_everything(seed + rank + 7919 * step)
         if start_batch >= steps_per_epoch:
-            start_epoch, start_batch, partial = start_epoch + 1, 0, [0.0, 0.0, 0.0]
+            start_epoch, start_batch, partial = start_epoch + 1, 0, zero_partial()
         log.info("resumed from %s: step %d, epoch %d, batch %d", ckpt, step, start_epoch, start_batch)
 
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
@@ -536,11 +621,18 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
     runlog = RunLog(out_dir, rank == 0, bool(tc.get("tensorboard")), step if ckpt else None,
                     start_epoch if ckpt else None)
     log.info("model %s (%.1fM params), %d classes, %d train / %d val images, %d steps/epoch, %d process(es) x "
-             "batch %d, lr %.2e, amp %s, EMA %s", mc["name"], sum(p.numel() for p in model.parameters()) / 1e6,
+             "batch %d, lr %.2e, amp %s, EMA %s", _model_label(cfg), sum(p.numel() for p in model.parameters()) / 1e6,
              num_classes, len(data.train_set), len(data.val_set), steps_per_epoch, world, bs, base_lr, tc["amp"],
              mc["ema_decay"] if ema is not None else "off")
-    log.info("mixer %s%s", cfg["mixer"].get("name"),
-             " (CLS attention from the same forward pass)" if step_fn.tap is not None else "")
+    if mixmo:
+        xc = cfg["mixmo"]
+        log.info("MixMo: M=%d, mixing %s (cut prob %.2f -> %.2f over progress %.2f-%.2f), alpha %.2f, r %.2f, "
+                 "batch repetition %d (%d images per step), input mixer %s", model.num_members, xc["mixing"],
+                 xc["cut_prob"], xc["cut_prob_final"], xc["anneal_start"], xc["anneal_end"], xc["alpha"],
+                 xc["weight_root"], xc["batch_repeat"], bs * int(xc["batch_repeat"]), cfg["mixer"].get("name"))
+    else:
+        log.info("mixer %s%s", cfg["mixer"].get("name"),
+                 " (CLS attention from the same forward pass)" if step_fn.tap is not None else "")
 
     def checkpoint(epoch: int, batch: int, epoch_end: bool = False, record: Optional[Dict[str, Any]] = None):
         """Resume checkpoint at position (epoch, batch) [collective]; on rank 0 also the top-level files."""
@@ -555,7 +647,7 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
                  "world_size": world, "batch_size": bs, "config": yaml.safe_dump(cfg, sort_keys=False)}
         extra = {"epochs_done": epoch, "mixer": cfg["mixer"].get("name"),
                  "val_top1": (record or {}).get("val_top1")}
-        folder = save_checkpoint(out_dir, step, weights, state, arch, extra)
+        folder = save_checkpoint(out_dir, step, weights, state, arch, extra, fmt=weights_format)
         for name in weights:
             link_or_copy(os.path.join(folder, f"{name}.safetensors"), os.path.join(out_dir, f"{name}.safetensors"))
         if epoch_end and record is not None:
@@ -571,6 +663,7 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
 
     show_bar = tc.get("progress") is True or (tc.get("progress") == "auto" and sys.stderr.isatty())
     history: List[Dict[str, Any]] = []
+    last_eval: Dict[str, Any] = {"ece_bins": int(cfg["mixmo"]["ece_bins"])}  # MixMo: the latest full evaluation
     stopped = None
     bad_seen = len(read_bad_images(data.bad_log))
     last_ckpt = step
@@ -585,7 +678,7 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
                 if first:
                     data.train_sampler.set_start(first * bs)
                 else:
-                    partial = [0.0, 0.0, 0.0]
+                    partial = zero_partial()
                 net.train()
                 bar = None
                 if show_bar and rank == 0:
@@ -605,7 +698,7 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
                     images = batch[0].to(device, non_blocking=True)
                     labels = batch[1].to(device, non_blocking=True)
                     extras = _to_device(batch[2], device) if len(batch) > 2 else None
-                    lr = lr_at(step, total_steps, warmup_steps, base_lr, float(oc["warmup_lr"]), float(oc["min_lr"]))
+                    lr = lr_fn(step)
                     res = step_fn(images, labels, extras, lr=lr, step=step)
                     i += 1
                     if res.skipped:
@@ -623,6 +716,8 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
                         step += 1
                         partial[0] += res.loss * images.shape[0]
                         partial[1] += images.shape[0]
+                        for k, v in enumerate(res.head_losses or ()):
+                            partial[3 + k] += v * images.shape[0]
                     if bar is not None:
                         bar.update(1)
                     if log_every > 0 and step % log_every == 0 and not res.skipped:
@@ -630,6 +725,8 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
                         rec = {"step": step, "epoch": epoch, "batch": i, "loss": res.loss, "lr": lr,
                                "grad_norm": res.grad_norm,
                                "img_per_s": log_every * total_batch / max(now - t_last, 1e-9)}
+                        if res.head_losses is not None:
+                            rec["head_losses"] = res.head_losses
                         t_last = now
                         runlog.step(rec)
                         if bar is not None:
@@ -655,7 +752,7 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
                     if stopped.startswith("train.max_steps"):  # evaluate what a smoke run produced
                         history.append(_epoch_record(epoch, step, partial, optimizer, bad_total, data, model, ema,
                                                      device, amp_dtype, bad_seen, data_wait, world,
-                                                     partial_epoch=True))
+                                                     partial_epoch=True, sink=last_eval))
                         runlog.epoch(history[-1])
                         log.info("stopped (%s) at epoch %d batch %d: %s", stopped, epoch, i,
                                  json.dumps({k: round(v, 4) if isinstance(v, float) else v
@@ -663,14 +760,15 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
                     break
                 record = _epoch_record(epoch, step, partial, optimizer, bad_total, data, model, ema, device,
                                        amp_dtype, bad_seen, data_wait, world,
-                                       evaluate_now=epoch == epochs - 1 or (epoch + 1) % int(tc["eval_interval"]) == 0)
+                                       evaluate_now=epoch == epochs - 1 or (epoch + 1) % int(tc["eval_interval"]) == 0,
+                                       sink=last_eval)
                 bad_seen = len(read_bad_images(data.bad_log))
                 history.append(record)
                 for key, name in (("val_top1", "top1"), ("ema_val_top1", "ema_top1")):
                     if key in record and record[key] > best[name]:
                         best[name] = record[key]
                         record[f"new_best_{name}"] = True
-                partial = [0.0, 0.0, 0.0]
+                partial = zero_partial()
                 checkpoint(epoch + 1, 0, epoch_end=True, record=record)
                 last_ckpt = step
                 runlog.epoch(record)
@@ -689,6 +787,12 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
     if rank == 0:
         with open(os.path.join(out_dir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
+        if mixmo and "result" in last_eval and not (stopped and stopped.startswith("signal")):
+            from ..mixmo.evaluate import format_table, write_eval_json
+            write_eval_json(os.path.join(out_dir, "eval.json"), last_eval["result"],
+                            os.path.abspath(os.path.join(out_dir, "model.safetensors")), last_eval["epochs_done"],
+                            {"step": last_eval["step"], "partial_epoch": last_eval["partial_epoch"]})
+            log.info("final evaluation (%s/eval.json):\n%s", out_dir, format_table(last_eval["result"]))
     du.barrier()
     if stopped and stopped.startswith("signal"):
         summary["interrupted"] = True
@@ -697,17 +801,34 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
 
 def _epoch_record(epoch, step, partial, optimizer, bad_total, data: Data, model, ema, device, amp_dtype,
                   bad_seen: int, data_wait: float, world: int, evaluate_now: bool = True,
-                  partial_epoch: bool = False) -> Dict[str, Any]:
+                  partial_epoch: bool = False, sink: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Per-epoch metrics: train loss over all ranks, speed, skipped steps, unreadable images met this epoch
-    (all ranks, training and validation), validation of the model and of its EMA."""
-    loss_sum, seen, secs = du.all_reduce_sum(partial, device)
+    (all ranks, training and validation), validation of the model and of its EMA.
+
+    MixMo networks (``model.num_members``): ``train_head{k}_loss`` per head, and the validation of the
+    ensemble (``val_top1`` = ensemble top-1, ``val_loss`` = ensemble NLL, ``val_ece``) and of every head
+    (``val_head{k}_top1/nll/ece``); the full evaluation is left in ``sink["result"]``."""
+    loss_sum, seen, secs, *heads = du.all_reduce_sum(partial, device)
     record = {"epoch": epoch, "step": step, "train_loss": loss_sum / max(seen, 1),
               "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": secs / world,
               "img_per_s": seen / max(secs / world, 1e-9), "data_wait_s": data_wait,
               "skipped_steps": bad_total}
+    for k, h in enumerate(heads):
+        record[f"train_head{k}_loss"] = h / max(seen, 1)
     if partial_epoch:
         record["partial_epoch"] = True
-    if evaluate_now:
+    if evaluate_now and hasattr(model, "head_logits"):
+        from ..mixmo.evaluate import evaluate_mixmo, flat_record
+        bins = int((sink or {}).get("ece_bins", 15))
+        result = evaluate_mixmo(model, data.val_loader, device, amp_dtype, n_bins=bins)
+        record.update(flat_record(result))
+        if sink is not None:
+            sink.update(result=result, epochs_done=epoch + (0 if partial_epoch else 1), step=step,
+                        partial_epoch=partial_epoch)
+        if ema is not None:
+            record.update(flat_record(evaluate_mixmo(ema.module, data.val_loader, device, amp_dtype, n_bins=bins),
+                                      prefix="ema_val_"))
+    elif evaluate_now:
         record.update({f"val_{k}": v for k, v in evaluate(model, data.val_loader, device, amp_dtype).items()})
         if ema is not None:
             record.update({f"ema_val_{k}": v for k, v in evaluate(ema.module, data.val_loader, device,

@@ -1,0 +1,142 @@
+"""MixMo networks: the ensemble forward, parameter counts against formulas written from the architecture
+definitions, the DeiT variant (shapes, fused attention, bad sizes)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pretrain.mixmo import MixParams, build_mixmo_preact_resnet, build_mixmo_vit, build_mixmo_wrn
+
+
+def _count(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def conv(cin, cout, k):
+    return cin * cout * k * k
+
+
+def bn(c):
+    return 2 * c  # weight and bias (running statistics are buffers)
+
+
+def wrn_params(depth, k, classes, members):
+    """WRN-depth-k (Zagoruyko & Komodakis): conv3x3(3, 16) stem per member, 3 groups of (depth-4)/6
+    pre-activation basic blocks of widths 16k, 32k, 64k, 1x1 projection when the shape changes,
+    final BN, one linear head per member."""
+    n = (depth - 4) // 6
+    total = members * conv(3, 16, 3)
+    cin = 16
+    for w in (16 * k, 32 * k, 64 * k):
+        for i in range(n):
+            total += bn(cin) + conv(cin, w, 3) + bn(w) + conv(w, w, 3)
+            if cin != w or (i == 0 and w != 16 * k):
+                total += conv(cin, w, 1)
+            cin = w
+    return total + bn(cin) + members * (cin * classes + classes)
+
+
+def preact18_params(width, classes, members):
+    """PreActResNet-18 (He et al. 2016b) with widths 64w..512w: conv3x3 stem per member, 4 stages of two
+    pre-activation blocks (strides 1, 2, 2, 2), final BN, one linear head per member."""
+    total = members * conv(3, 64 * width, 3)
+    cin = 64 * width
+    for stage, w in enumerate((64 * width, 128 * width, 256 * width, 512 * width)):
+        for i in range(2):
+            total += bn(cin) + conv(cin, w, 3) + bn(w) + conv(w, w, 3)
+            if i == 0 and stage > 0:
+                total += conv(cin, w, 1)
+            cin = w
+    return total + bn(cin) + members * (cin * classes + classes)
+
+
+def test_parameter_counts_match_the_architectures():
+    with torch.device("meta"):  # no memory for the 36M / 100M parameter nets
+        wrn1 = build_mixmo_wrn(100, 1)
+        wrn2 = build_mixmo_wrn(100, 2)
+        pre = build_mixmo_preact_resnet(10, 1, width=1)
+        pre3 = build_mixmo_preact_resnet(200, 2, width=3)
+    assert _count(wrn1) == wrn_params(28, 10, 100, 1)
+    assert 36.4e6 < _count(wrn1) < 36.6e6  # the usual "36.5M" of WRN-28-10 on CIFAR-100
+    # MixMo adds one stem conv (3*16*9) and one head (640*100 + 100), nothing else
+    assert _count(wrn2) - _count(wrn1) == 432 + 64100
+    assert _count(wrn2) == wrn_params(28, 10, 100, 2)
+    assert _count(pre) == preact18_params(1, 10, 1)
+    assert abs(_count(pre) - 11.17e6) < 0.01e6  # PreActResNet-18, 10 classes
+    assert _count(pre3) == preact18_params(3, 200, 2)
+    small = build_mixmo_wrn(7, 3, depth=16, widen_factor=2)
+    assert _count(small) == wrn_params(16, 2, 7, 3)
+
+
+@pytest.mark.parametrize("kind", ["wrn", "preact", "vit"])
+def test_inference_is_the_mean_of_the_heads_of_the_summed_encodings(kind):
+    torch.manual_seed(0)
+    if kind == "wrn":
+        net = build_mixmo_wrn(6, 2, depth=10, widen_factor=1)
+    elif kind == "preact":
+        net = build_mixmo_preact_resnet(6, 3, width=1)
+    else:
+        net = build_mixmo_vit("deit_tiny_patch16_224", 6, 2, img_size=32, patch_size=8, depth=2, embed_dim=32,
+                              num_heads=2)
+    net.eval()
+    x = torch.randn(3, 3, 32, 32)
+    m = net.num_members
+    with torch.no_grad():
+        out = net(x)
+        heads = net.head_logits(x)
+        # reference by hand: every encoder sees x, encodings summed, core, each head, mean of the logits
+        z = sum(enc(x) for enc in net.encoders)
+        feats = net.core(z)
+        ref = torch.stack([F.linear(feats, h.weight, h.bias) for h in net.heads])
+        # the same as Linear-MixMo with lambda_k = 1/M (coefficients M/M = 1) on M copies of x
+        linear = net(x.unsqueeze(0).expand(m, -1, -1, -1, -1), mix=MixParams(torch.ones(m, 3, 1, 1, 1)))
+    assert out.shape == (3, 6) and heads.shape == (m, 3, 6)
+    torch.testing.assert_close(heads, ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out, ref.mean(0), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(linear, ref, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(heads[0], heads[1])  # the heads are distinct subnetworks
+
+
+def test_deit_variant_shapes_fused_attention_and_keys(monkeypatch):
+    torch.manual_seed(0)
+    net = build_mixmo_vit("deit_small_patch16_224", 10, 2, img_size=64, patch_size=16, depth=2)
+    assert net.mix_grid((64, 64)) == (4, 4)
+    blocks = net.core.vit.blocks
+    assert all(getattr(b.attn, "fused_attn", False) for b in blocks)
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or sdpa(*a, **k))
+    from pretrain.mixmo import MixMoTrainer
+    tr = MixMoTrainer(2, 10, mixing="cut", cut_prob=1.0, batch_repeat=2, seed=0)
+    tr.model = net
+    loss, heads = tr.forward_loss(net, torch.randn(3, 3, 64, 64), torch.tensor([0, 1, 2]))
+    assert len(calls) == len(blocks)  # one fused attention call per block, no materialised attention
+    assert heads.shape == (2,) and torch.isfinite(loss)
+    loss.backward()
+    for k in range(2):  # both patch embeddings and both heads get gradients
+        assert net.encoders[k].proj.weight.grad is not None and net.encoders[k].proj.weight.grad.abs().sum() > 0
+        assert net.heads[k].weight.grad.abs().sum() > 0
+    assert net(torch.randn(2, 3, 64, 64)).shape == (2, 10)
+    keys = set(net.state_dict())
+    assert {"encoders.0.proj.weight", "encoders.1.proj.weight", "core.vit.cls_token", "core.vit.pos_embed",
+            "heads.0.weight", "heads.1.bias"} <= keys
+    assert not any(k.startswith("core.vit.head.") or k.startswith("core.vit.patch_embed") for k in keys)
+    assert {"core.vit.pos_embed", "core.vit.cls_token"} <= net.no_weight_decay()
+    # the two patch embeddings start different (the second is re-initialised)
+    assert not torch.equal(net.encoders[0].proj.weight, net.encoders[1].proj.weight)
+
+
+def test_bad_sizes_are_clear_errors():
+    with pytest.raises(ValueError, match="not divisible by the patch size"):
+        build_mixmo_vit("deit_tiny_patch16_224", 10, 2, img_size=60, patch_size=16, depth=1)
+    net = build_mixmo_vit("deit_tiny_patch16_224", 10, 2, img_size=32, patch_size=8, depth=1)
+    with pytest.raises(ValueError, match="takes 32x32 images"):
+        net.mix_grid((64, 64))
+    with pytest.raises(ValueError, match="depth must be 6n\\+4"):
+        build_mixmo_wrn(10, 2, depth=27)
+    with pytest.raises(ValueError, match="must be \\(B, C, H, W\\)"):
+        build_mixmo_wrn(10, 2, depth=10, widen_factor=1)(torch.randn(2, 2, 3, 32, 32))
+    from pretrain.mixmo import build_mixmo_model
+    cfg = {"model": {"arch": "wrn", "kwargs": {"width": 3}, "name": "", "drop_path": 0.0},
+           "data": {"num_classes": 10, "img_size": 32}, "mixmo": {"num_members": 2}}
+    with pytest.raises(ValueError, match="unknown model.kwargs \\['width'\\] for model.arch=wrn"):
+        build_mixmo_model(cfg)
