@@ -223,6 +223,12 @@ def read_checkpoint(path: str, trust_pickle: Optional[bool] = None) -> Tuple[Dic
             metadata["arch"] = json.loads(metadata["arch"])
         except json.JSONDecodeError:
             raise CheckpointError(f"{path}: metadata 'arch' is not valid JSON: {metadata['arch']!r}") from None
+    if metadata.get("format") == "vitmix-mixmo":
+        raise CheckpointError(
+            f"{path} is a MixMo network (M input encoders 'encoders.*', a shared core 'core.*', M heads "
+            "'heads.*'), not a single-input ViT: downstream backbones take a checkpoint written by ordinary "
+            "pretraining (format 'vitmix-vit')"
+        )
     if notes:
         metadata.setdefault("_notes", []).extend(notes)
     return sd, metadata

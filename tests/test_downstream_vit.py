@@ -622,3 +622,14 @@ def test_rel_pos_grid_sizes_the_global_tables():
     assert m.blocks[1].attn.rel_pos_h.shape == (11, 8) and m.blocks[1].attn.rel_pos_w.shape == (9, 8)
     (out,) = m(torch.randn(1, 3, 48, 40))  # exactly the 6x5 grid: no resizing
     assert out.shape == (1, 16, 6, 5)
+
+
+def test_mixmo_checkpoint_is_refused_with_its_kind(tmp_path):
+    from pretrain.engine.checkpoint import MIXMO_FORMAT, save_weights
+    from pretrain.mixmo.models import build_mixmo_vit
+
+    net = build_mixmo_vit("deit_tiny_patch16_224", 4, img_size=32, patch_size=8, depth=1, embed_dim=32, num_heads=2)
+    path = str(tmp_path / "mixmo.safetensors")
+    save_weights(path, net.state_dict(), {"model": "deit_tiny_patch16_224"}, fmt=MIXMO_FORMAT)
+    with pytest.raises(CheckpointError, match="MixMo network"):
+        load_pretrained(_backbone(), path)
