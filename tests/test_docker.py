@@ -269,6 +269,15 @@ def test_setup_cuda_plan_composes_the_mmcv_build(tmp_path):
     assert other["cache"] != plan["cache"] and other["cache"].endswith("_cu130-9.0")
 
 
+def test_setup_builds_wheels_past_pips_own_cache():
+    """pip's wheel cache keys a built sdist by name and version only: a FORCE_CUDA build would get the CPU
+    wheel built before on the same machine. Every wheel build in setup.sh must bypass it."""
+    text = open(os.path.join(REPO, "tools", "setup.sh")).read()
+    builds = [line for line in text.splitlines() if " wheel " in line and "--no-build-isolation" in line]
+    assert len(builds) >= 2, builds  # mmcv and detectron2
+    assert all("--no-cache-dir" in line for line in builds), builds
+
+
 def test_setup_cpu_plan_is_unchanged(tmp_path):
     plan = _dry_run(tmp_path)
     assert plan["rc"] == 0, plan["out"]

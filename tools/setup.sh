@@ -100,8 +100,8 @@ if [ "${VITMIX_SETUP_DRY_RUN:-0}" = "1" ]; then
   echo "[dry-run] mmcv wheel cache: $CACHE/wheels/mmcv-${MMCV_VERSION}_torch-${TORCH_ACTUAL}_py${PYVER}_${CUDA_TAG}"
   vitmix_mmcv_build_env "$CACHE/bin" "$VENV" "$CUDA_BUILD" "$NVCC" "$ARCHES"
   for kv in "${MMCV_BUILD_ENV[@]}"; do echo "[dry-run] env $kv"; done
-  echo "[dry-run] run env <env> $VENV/bin/python -m pip --disable-pip-version-check wheel --no-build-isolation" \
-    "--no-deps -w <build dir> mmcv==$MMCV_VERSION"
+  echo "[dry-run] run env <env> $VENV/bin/python -m pip --disable-pip-version-check wheel --no-cache-dir" \
+    "--no-build-isolation --no-deps -w <build dir> mmcv==$MMCV_VERSION"
   echo "[dry-run] wrapper $CACHE/bin/cxx-std20:"
   vitmix_cxx_wrapper_text | sed 's/^/[dry-run] | /'
   if [ "$CUDA_BUILD" = 1 ]; then
@@ -185,8 +185,10 @@ else
     BUILD=$(mktemp -d "$CACHE/wheels/.build-mmcv.XXXXXX")
     LOG="$BUILD/build.log"
     echo "building mmcv $MMCV_VERSION (10-25 min on 2 cores; longer with CUDA ops); log: $LOG"
+    # --no-cache-dir: pip's own wheel cache keys a built sdist by its name and version only, so it would
+    # hand a CUDA build the CPU wheel built earlier on this machine (or the reverse); our cache is keyed right.
     env "${MMCV_BUILD_ENV[@]}" \
-      "${PIP[@]}" wheel --no-build-isolation --no-deps -w "$BUILD" "mmcv==$MMCV_VERSION" > "$LOG" 2>&1
+      "${PIP[@]}" wheel --no-cache-dir --no-build-isolation --no-deps -w "$BUILD" "mmcv==$MMCV_VERSION" > "$LOG" 2>&1
     mkdir -p "$MMCV_DIR.tmp" && mv "$BUILD"/mmcv-*.whl "$MMCV_DIR.tmp"/ && mv "$MMCV_DIR.tmp" "$MMCV_DIR"
     rm -rf "$BUILD"; LOG=""
   else
@@ -214,7 +216,7 @@ else
     D2_ENV=("PATH=$VENV/bin:$PATH" "MAX_JOBS=${MAX_JOBS:-$(nproc)}")
     [ "$CUDA_BUILD" = 1 ] && D2_ENV+=("CUDA_HOME=$CUDA_ROOT")
     env "${D2_ENV[@]}" \
-      "${PIP[@]}" wheel --no-build-isolation --no-deps -w "$BUILD/dist" "$BUILD"/pb1-detectron2-0.6 >> "$LOG" 2>&1
+      "${PIP[@]}" wheel --no-cache-dir --no-build-isolation --no-deps -w "$BUILD/dist" "$BUILD"/pb1-detectron2-0.6 >> "$LOG" 2>&1
     mkdir -p "$D2_DIR.tmp" && mv "$BUILD"/dist/*.whl "$D2_DIR.tmp"/ && mv "$D2_DIR.tmp" "$D2_DIR"
     rm -rf "$BUILD"; LOG=""
   else
