@@ -175,3 +175,60 @@ def test_coco_configs_parse_with_the_vitdet_recipe(size, width, heads):
     assert cfg.train_dataloader.dataset.type == "VitMixCocoDataset" and cfg.val_evaluator.type == "VitMixCocoMetric"
     lsj = [t for t in cfg.train_dataloader.dataset.pipeline if t.type == "RandomResize"][0]
     assert tuple(lsj.ratio_range) == (0.1, 2.0) and tuple(lsj.scale) == (1024, 1024)
+
+
+def test_mask_rcnn_trains_and_predicts_under_bf16_autocast(cfg, ckpt):
+    """mmcv 2.1's NMS/RoIAlign have no bf16 kernels: plain MaskRCNN stops under bf16 autocast; ours runs
+    the backbone in bf16 and the heads in float32, and equals MaskRCNN without autocast."""
+    from mmengine.runner import Runner
+    from mmdet.models.detectors import MaskRCNN
+    from mmdet.registry import MODELS
+
+    cfg.train_dataloader.update(batch_size=2, num_workers=0, persistent_workers=False)
+    batch = next(iter(Runner.build_dataloader(cfg.train_dataloader, seed=0)))
+    cfg.model.backbone.pretrained = ckpt
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    assert type(model).__name__ == "VitMixMaskRCNN"
+    data = model.data_preprocessor(batch, True)
+
+    seen = []
+    model.backbone.register_forward_hook(lambda m, i, o: seen.append({f.dtype for f in o}))
+    head_dtypes = []
+    model.rpn_head.register_forward_hook(lambda m, i, o: head_dtypes.append(o[0][0].dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model.loss(data["inputs"], data["data_samples"])
+    assert seen[-1] == {torch.bfloat16} and head_dtypes[-1] == torch.float32
+    total = sum(_loss_sum(v) for k, v in losses.items() if "loss" in k)
+    assert torch.isfinite(total)
+    total.backward()
+    assert model.backbone.vit.blocks[0].attn.qkv.weight.grad is not None
+
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        preds = model.predict(data["inputs"], data["data_samples"])
+    assert len(preds) == 2 and preds[0].pred_instances.bboxes.dtype == torch.float32
+
+    # the plain detector with the same weights fails under bf16 (why the subclass exists) ...
+    plain = MODELS.build(dict(cfg.model, type="MaskRCNN"))
+    assert type(plain) is MaskRCNN
+    plain.load_state_dict(model.state_dict())
+    plain.train()
+    with pytest.raises(RuntimeError, match="BFloat16|bfloat16|BFloat"):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            plain.loss(data["inputs"], data["data_samples"])
+    # ... and without autocast both give the same losses
+    model.train()
+    torch.manual_seed(1)
+    ours = model.loss(data["inputs"], data["data_samples"])
+    torch.manual_seed(1)
+    ref = plain.loss(data["inputs"], data["data_samples"])
+    assert set(ours) == set(ref)
+    for k in ref:
+        if "loss" in k:
+            torch.testing.assert_close(_loss_sum(ours[k]), _loss_sum(ref[k]))
+
+
+def _loss_sum(v):
+    return sum(x.sum() for x in v) if isinstance(v, (list, tuple)) else v.sum()

@@ -8,6 +8,8 @@
 #   stride-64 level for the RPN), so there is no neck;
 # * RPN head with 2 convs; 4conv1fc box head and 4-conv mask head, with a
 #   channels-first LayerNorm (VitMixLN2d) in their convs;
+# * VitMixMaskRCNN: MaskRCNN whose RPN/RoI heads run in float32 under bf16
+#   autocast (mmcv 2.1 has no bf16 RoIAlign/NMS); identical otherwise;
 # * ImageNet RGB normalisation (what DeiT and our pretraining use), padding to
 #   a multiple of 32 (the largest pyramid stride).
 _base_ = 'mmdet::_base_/models/mask-rcnn_r50_fpn.py'
@@ -15,6 +17,8 @@ custom_imports = dict(imports=['downstream.mmdet'], allow_failed_imports=False)
 
 norm_cfg = dict(type='VitMixLN2d', eps=1e-6)
 model = dict(
+    # MaskRCNN that also trains under bf16 autocast (heads in float32; downstream/mmdet.py)
+    type='VitMixMaskRCNN',
     data_preprocessor=dict(
         mean=[123.675, 116.28, 103.53],
         std=[58.395, 57.12, 57.375],
