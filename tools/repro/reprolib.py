@@ -602,8 +602,8 @@ class Table:
                      + (" — **SMOKE RUN: a shortened schedule, not a reproduction; do not compare with the paper**"
                         if smoke else " (the paper's schedule)"))
         if a.synthetic:
-            lines.append("- data: **SYNTHETIC** (tools/make_synthetic.py) — exercises the chain only; "
-                         "the numbers say nothing about the paper's datasets")
+            lines.append("- data: **SYNTHETIC** (tools/make_synthetic.py or tools/make_synthetic_small.py) — "
+                         "exercises the chain only; the numbers say nothing about the paper's datasets")
         else:
             lines.append(f"- data: {a.data}")
         for k, v in self.context.items():
