@@ -269,6 +269,41 @@ def test_setup_cuda_plan_composes_the_mmcv_build(tmp_path):
     assert other["cache"] != plan["cache"] and other["cache"].endswith("_cu130-9.0")
 
 
+def _build_env(tmp_path, home, venv):
+    script = (f'source "{REPO}/tools/setup_helpers/mmcv_build.sh"; '
+              f'vitmix_mmcv_build_env "{tmp_path}/bin" "{venv}" 1 "{home}/bin/nvcc" "9.0"; '
+              'printf "%s\\n" "${MMCV_BUILD_ENV[@]}"')
+    r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60,
+                       env={k: v for k, v in os.environ.items() if k != "CPATH"})
+    assert r.returncode == 0, r.stderr
+    return dict(line.split("=", 1) for line in r.stdout.splitlines())
+
+
+def test_nvcc_only_toolkit_gets_the_math_headers_of_torchs_nvidia_wheels(tmp_path):
+    """A toolkit without cusparse.h & co. (nvcc from the nvidia-cuda-nvcc wheels) builds against the headers
+    the nvidia-* wheels beside torch ship; a full toolkit is used alone."""
+    home = _fake_cuda(tmp_path)
+    venv = tmp_path / "venv"
+    cu13 = venv / "lib" / "python3.11" / "site-packages" / "nvidia" / "cu13" / "include"
+    cu13.mkdir(parents=True)
+    for h in ("cusparse.h", "cublas_v2.h", "cuda_runtime.h"):
+        (cu13 / h).write_text("")
+    env = _build_env(tmp_path, home, venv)
+    assert env["CPATH"] == str(cu13) and env["CUDA_HOME"] == str(home)
+    # cu12 layout: one include folder per library
+    venv12 = tmp_path / "venv12"
+    dirs = []
+    for lib, h in (("cusparse", "cusparse.h"), ("cublas", "cublas_v2.h")):
+        d = venv12 / "lib" / "python3.11" / "site-packages" / "nvidia" / lib / "include"
+        d.mkdir(parents=True)
+        (d / h).write_text("")
+        dirs.append(str(d))
+    assert sorted(_build_env(tmp_path, home, venv12)["CPATH"].split(":")) == sorted(dirs)
+    # a full toolkit: nothing added
+    (home / "include" / "cusparse.h").write_text("")
+    assert "CPATH" not in _build_env(tmp_path, home, venv)
+
+
 def test_setup_builds_wheels_past_pips_own_cache():
     """pip's wheel cache keys a built sdist by name and version only: a FORCE_CUDA build would get the CPU
     wheel built before on the same machine. Every wheel build in setup.sh must bypass it."""

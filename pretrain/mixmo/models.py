@@ -55,10 +55,11 @@ def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
 
 
-# ---- Wide ResNet -----------------------------------------------------------------------------------
-class WideBasic(nn.Module):
-    """Pre-activation wide basic block: BN-ReLU-conv3x3(stride)-BN-ReLU-dropout-conv3x3, plus a 1x1
-    projection shortcut (on the pre-activated input) when the shape changes."""
+# ---- Wide ResNet and PreActResNet: pre-activation blocks ----------------------------------------
+class PreActBlock(nn.Module):
+    """Pre-activation basic block (He et al. 2016b; the wide basic block of WRN with ``dropout``):
+    BN-ReLU-conv3x3(stride)-BN-ReLU-[dropout]-conv3x3, plus a 1x1 projection shortcut (on the
+    pre-activated input) when the shape changes."""
 
     def __init__(self, cin: int, cout: int, stride: int, dropout: float = 0.0):
         super().__init__()
@@ -77,72 +78,49 @@ class WideBasic(nn.Module):
         return o + shortcut
 
 
-class WideResNetCore(nn.Module):
-    """WRN-d-k after its first convolution: three groups of (d-4)/6 wide blocks (strides 1, 2, 2), final
-    BN-ReLU and global average pooling. Input (B, 16, H, W), output (B, 64k)."""
+class PreActCore(nn.Module):
+    """Stages of :class:`PreActBlock` (stage ``g``: ``counts[g]`` blocks of width ``widths[g]``, the first
+    with stride ``strides[g]``), final BN-ReLU and global average pooling. Input (B, cin, H, W), output
+    (B, widths[-1])."""
+
+    def __init__(self, cin: int, widths, strides, counts, dropout: float = 0.0):
+        super().__init__()
+        layers = []
+        for w, s, n in zip(widths, strides, counts):
+            for i in range(n):
+                layers.append(PreActBlock(cin, w, s if i == 0 else 1, dropout))
+                cin = w
+        self.blocks = nn.Sequential(*layers)
+        self.bn = nn.BatchNorm2d(cin)
+        self.num_features = cin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn(self.blocks(x)))
+        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+
+
+class WideResNetCore(PreActCore):
+    """WRN-d-k after its first convolution: three groups of (d-4)/6 wide blocks (widths 16k, 32k, 64k,
+    strides 1, 2, 2), final BN-ReLU and global average pooling. Input (B, 16, H, W), output (B, 64k)."""
 
     def __init__(self, depth: int = 28, widen_factor: int = 10, dropout: float = 0.0, stem_channels: int = 16):
-        super().__init__()
         if depth < 10 or (depth - 4) % 6:
             raise ValueError(f"WRN depth must be 6n+4 (10, 16, 22, 28, 40, ...), got {depth}")
         if widen_factor < 1:
             raise ValueError(f"WRN widen_factor must be >= 1, got {widen_factor}")
         n = (depth - 4) // 6
-        widths = [16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
-        layers, cin = [], stem_channels
-        for g, (w, s) in enumerate(zip(widths, (1, 2, 2))):
-            for i in range(n):
-                layers.append(WideBasic(cin, w, s if i == 0 else 1, dropout))
-                cin = w
-        self.blocks = nn.Sequential(*layers)
-        self.bn = nn.BatchNorm2d(cin)
-        self.num_features = cin
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn(self.blocks(x)))
-        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+        super().__init__(stem_channels, [16 * widen_factor, 32 * widen_factor, 64 * widen_factor], (1, 2, 2),
+                         (n, n, n), dropout)
 
 
-# ---- PreActResNet --------------------------------------------------------------------------------
-class PreActBlock(nn.Module):
-    """Pre-activation basic block (He et al. 2016b); the projection shortcut reads the pre-activated input."""
-
-    def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(cin)
-        self.conv1 = _conv3x3(cin, cout, stride)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.conv2 = _conv3x3(cout, cout)
-        self.shortcut = nn.Conv2d(cin, cout, 1, stride=stride, bias=False) if (stride != 1 or cin != cout) else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        o = F.relu(self.bn1(x))
-        shortcut = x if self.shortcut is None else self.shortcut(o)
-        o = self.conv2(F.relu(self.bn2(self.conv1(o))))
-        return o + shortcut
-
-
-class PreActResNetCore(nn.Module):
+class PreActResNetCore(PreActCore):
     """PreActResNet-18 after its first convolution: four stages of two blocks, widths 64w..512w (strides
     1, 2, 2, 2), final BN-ReLU, global average pooling. Input (B, 64w, H, W), output (B, 512w)."""
 
     def __init__(self, width: int = 1, blocks=(2, 2, 2, 2)):
-        super().__init__()
         if width < 1:
             raise ValueError(f"PreActResNet width multiplier must be >= 1, got {width}")
-        widths = [64 * width, 128 * width, 256 * width, 512 * width]
-        layers, cin = [], 64 * width
-        for w, s, n in zip(widths, (1, 2, 2, 2), blocks):
-            for i in range(n):
-                layers.append(PreActBlock(cin, w, s if i == 0 else 1))
-                cin = w
-        self.blocks = nn.Sequential(*layers)
-        self.bn = nn.BatchNorm2d(cin)
-        self.num_features = cin
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn(self.blocks(x)))
-        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+        super().__init__(64 * width, [64 * width, 128 * width, 256 * width, 512 * width], (1, 2, 2, 2), blocks)
 
 
 # ---- ViT core ------------------------------------------------------------------------------------

@@ -142,11 +142,32 @@ vitmix_mmcv_build_env() {
     "PATH=$venv/bin:$PATH"
   )
   if [ "$cuda" = 1 ]; then
+    local home
+    home=$(dirname "$(dirname "$nvcc")")
     MMCV_BUILD_ENV+=(
       "FORCE_CUDA=1"
-      "CUDA_HOME=$(dirname "$(dirname "$nvcc")")"
+      "CUDA_HOME=$home"
       "PYTORCH_NVCC=$bin/nvcc-std20"
       "TORCH_CUDA_ARCH_LIST=$arches"
     )
+    # A toolkit with nvcc and the runtime only (e.g. installed from the nvidia-cuda-nvcc wheels) lacks the
+    # math-library headers torch's ATen/cuda headers include (cusparse.h, cublas_v2.h, ...). The
+    # nvidia-* wheels torch itself depends on ship them: searched after the toolkit's own include dir.
+    if [ ! -f "$home/include/cusparse.h" ]; then
+      local libinc
+      libinc=$(vitmix_wheel_cuda_includes "$venv")
+      if [ -n "$libinc" ]; then
+        MMCV_BUILD_ENV+=("CPATH=$libinc${CPATH:+:$CPATH}")
+      fi
+    fi
   fi
+}
+
+# vitmix_wheel_cuda_includes VENV: the include folders of the nvidia-* wheels in VENV that hold the CUDA
+# math-library headers (cu13: one nvidia/cu13/include; cu12: nvidia/<library>/include each), ':'-joined.
+vitmix_wheel_cuda_includes() {
+  local venv=$1
+  find "$venv"/lib/python3*/site-packages/nvidia -maxdepth 3 \( -name cusparse.h -o -name cublas_v2.h \
+    -o -name cusolverDn.h -o -name curand.h -o -name cufft.h \) -printf '%h\n' 2>/dev/null | sort -u | paste -sd: \
+    || true  # no venv yet (dry run) or no nvidia wheels: nothing to add
 }
