@@ -92,7 +92,8 @@ def build_table(args, rows):
 
 
 def parse(argv=None):
-    ap = R.base_parser("mixmo_cifar100", __doc__, R.DATA["cifar100"], "cifar-100-python folder (train, test, meta)")
+    ap = R.base_parser("mixmo_cifar100", __doc__, R.DATA["cifar100"],
+                        "folder holding cifar-100-python/ (train, test, meta), or that folder itself")
     args = ap.parse_args(argv)
     if args.synthetic and args.data is None:
         args.data = os.path.join(args.out or os.path.join(R.RUNS, "mixmo_cifar100_synthetic"), "data")

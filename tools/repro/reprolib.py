@@ -50,7 +50,7 @@ DATA = {
     "coco": "/data/coco",
     "voc": "/data/VOCdevkit/VOC2012",
     "imagenet-a": "/data/imagenet-a",
-    "cifar100": "/data/cifar-100-python",
+    "cifar100": "/data/cifar100",
 }
 SYNTHETIC_DATA = os.path.join(REPO, "data", "synthetic")
 RUNS = "/runs/repro"
