@@ -311,6 +311,9 @@ def test_setup_builds_wheels_past_pips_own_cache():
     builds = [line for line in text.splitlines() if " wheel " in line and "--no-build-isolation" in line]
     assert len(builds) >= 2, builds  # mmcv and detectron2
     assert all("--no-cache-dir" in line for line in builds), builds
+    # ... and a venv that held the other build (same version) must get the new wheel installed
+    installs = [line for line in text.splitlines() if " install " in line and ".whl" in line]
+    assert len(installs) >= 2 and all("--force-reinstall" in line for line in installs), installs
 
 
 def test_setup_cpu_plan_is_unchanged(tmp_path):

@@ -194,7 +194,9 @@ else
   else
     echo "cached: $(ls "$MMCV_DIR"/mmcv-*.whl)"
   fi
-  "${PIP[@]}" install -q --no-deps "$MMCV_DIR"/mmcv-*.whl
+  # --force-reinstall: a venv set up before with the other build (CPU vs CUDA) holds the same version,
+  # which pip would keep
+  "${PIP[@]}" install -q --no-deps --force-reinstall "$MMCV_DIR"/mmcv-*.whl
   # mmcv's runtime deps (its wheel was installed without them)
   "${PIP[@]}" install -q addict "packaging" "pillow" "pyyaml" "yapf" "opencv-python"
 
@@ -222,7 +224,7 @@ else
   else
     echo "cached: $(ls "$D2_DIR"/*.whl)"
   fi
-  "${PIP[@]}" install -q --no-deps "$D2_DIR"/*.whl
+  "${PIP[@]}" install -q --no-deps --force-reinstall "$D2_DIR"/*.whl
   # detectron2's runtime deps (fvcore/iopath/omegaconf/hydra are pure python)
   "${PIP[@]}" install -q "fvcore<0.1.6,>=0.1.5" "iopath<0.1.10,>=0.1.7" "omegaconf>=2.1" "hydra-core>=1.1" \
     "black" "future" "cloudpickle" "termcolor>=1.1" "tabulate" "pydot" "setuptools>=77,<81"
