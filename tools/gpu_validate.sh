@@ -17,7 +17,7 @@
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
+cd "$ROOT" || exit 1
 STEPS="setup,ops,smoke,bench"
 while [ $# -gt 0 ]; do
   case "$1" in
