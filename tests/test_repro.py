@@ -370,6 +370,40 @@ def test_collect_ade20k_and_coco(tmp_path):
     assert entry(tab, "maskrcnn_deit_s_cutmix", "mask AP")["ours"] == 38.0
 
 
+def test_a_detector_without_detections_is_reported_not_failed(tmp_path):
+    """Early in training a detector scores background everywhere: MMDet's CocoMetric returns nothing and
+    logs that the results are empty, Detectron2 reports NaN AP. The test step counts as done and the table
+    says why there is no AP."""
+    coco = script("coco")
+    out = tmp_path / "coco"
+    rid = "maskrcnn_deit_s_transmix"
+    test = out / "runs" / "mmdet" / rid / "test"
+    _row_meta(str(test.parent), 1.0)
+    _mm_test_result(str(test), {})  # LoggerHook wrote no metric
+    ts = "20261123_101010"
+    (test / ts / f"{ts}.log").write_text("Evaluating bbox...\nERROR - compute_metrics - 465 - "
+                                         "The testing results of the whole dataset is empty.\n")
+    args, rows, _ = coco.parse(["--framework", "mmdet", "--out", str(out), "--only", rid])
+    row = [r for r in rows if r.id == rid][0]
+    assert row.steps[-1].name == "test" and row.steps[-1].done()
+    assert coco.main(["--collect", "--framework", "mmdet", "--out", str(out), "--only", rid]) == 0
+    e = entry(table_json(str(out), "table_mmdet"), rid, "box AP")
+    assert e["ours"] is None and "no detections" in e["missing"]
+    # without that log line the result is simply missing, and the test step is not done
+    (test / ts / f"{ts}.log").write_text("Evaluating bbox...\n")
+    assert not row.steps[-1].done()
+    # Detectron2: NaN AP from COCOEvaluator
+    d = out / "runs" / "detectron2" / rid / "test"
+    _row_meta(str(d.parent), 1.0)
+    d.mkdir(parents=True)
+    (d / "metrics_eval.json").write_text(json.dumps({"bbox": {"AP": float("nan")}, "segm": {"AP": float("nan")}}))
+    args, rows, _ = coco.parse(["--framework", "detectron2", "--out", str(out), "--only", rid])
+    assert [r for r in rows if r.id == rid][0].steps[-1].done()
+    assert coco.main(["--collect", "--framework", "detectron2", "--out", str(out), "--only", rid]) == 0
+    e = entry(table_json(str(out), "table_detectron2"), rid, "mask AP")
+    assert e["ours"] is None and "no detections" in e["missing"]
+
+
 def test_collect_analysis_and_mixmo(tmp_path):
     from pretrain.analysis.common import write_results
 

@@ -468,6 +468,26 @@ def mm_resumable(work_dir: str) -> bool:
     return os.path.isfile(os.path.join(work_dir, "last_checkpoint"))
 
 
+class NoDetections(Missing):
+    """The test ran but the detector kept no detection above its score threshold (a model this early in
+    training scores background everywhere): COCO AP is undefined (pycocotools -1, Detectron2 NaN,
+    MMDetection's CocoMetric returns nothing). The test step is done; the table says why it has no AP."""
+
+    def __init__(self, where: str):
+        super().__init__(f"no detections above the test score threshold, AP undefined ({where}); "
+                         "the detector needs a longer schedule")
+
+
+MMDET_EMPTY = "The testing results of the whole dataset is empty"
+
+
+def _d2_ap(value: Any, where: str) -> float:
+    v = float(value)
+    if math.isnan(v) or v < 0:
+        raise NoDetections(where)
+    return v
+
+
 def read_d2(out_dir: str) -> Dict[str, float]:
     """Box and mask AP of a ``tools/train_d2.py`` run: ``metrics_eval.json`` (the evaluator's nested
     result) or else the last ``bbox/AP`` and ``segm/AP`` of Detectron2's ``metrics.json``."""
@@ -475,20 +495,31 @@ def read_d2(out_dir: str) -> Dict[str, float]:
     if os.path.isfile(p):
         d = _load_json(p)
         try:
-            return {"box_ap": float(d["bbox"]["AP"]), "mask_ap": float(d["segm"]["AP"])}
+            box, mask = d["bbox"]["AP"], d["segm"]["AP"]
         except (KeyError, TypeError):
             raise Missing(f"{p} has no bbox/segm AP") from None
+        return {"box_ap": _d2_ap(box, p), "mask_ap": _d2_ap(mask, p)}
     recs = _load_jsonl(os.path.join(out_dir, "metrics.json"))
     hits = [r for r in recs if "bbox/AP" in r and "segm/AP" in r]
     if not hits:
         raise Missing(f"no bbox/AP and segm/AP in {out_dir}/metrics.json")
-    return {"box_ap": float(hits[-1]["bbox/AP"]), "mask_ap": float(hits[-1]["segm/AP"])}
+    where = os.path.join(out_dir, "metrics.json")
+    return {"box_ap": _d2_ap(hits[-1]["bbox/AP"], where), "mask_ap": _d2_ap(hits[-1]["segm/AP"], where)}
 
 
 def read_mmdet(work_dir: str) -> Dict[str, float]:
     """Box and mask AP (in %) of a ``mim test mmdet`` run (CocoMetric's ``coco/bbox_mAP`` and
     ``coco/segm_mAP`` are fractions)."""
-    d = mm_result_json(work_dir, "coco/bbox_mAP")
+    try:
+        d = mm_result_json(work_dir, "coco/bbox_mAP")
+    except Missing:
+        logs = sorted(glob.glob(os.path.join(work_dir, "*", "*.log")))
+        logs = [p for p in logs if os.path.basename(p)[:-4] == os.path.basename(os.path.dirname(p))]
+        if logs:
+            with open(logs[-1], errors="replace") as f:
+                if MMDET_EMPTY in f.read():
+                    raise NoDetections(logs[-1]) from None
+        raise
     if "coco/segm_mAP" not in d:
         raise Missing(f"no coco/segm_mAP in the test result under {work_dir}")
     return {"box_ap": 100.0 * float(d["coco/bbox_mAP"]), "mask_ap": 100.0 * float(d["coco/segm_mAP"])}
@@ -676,6 +707,8 @@ def row_value(row: Row, args, read: Callable[[], Dict[str, Any]]) -> Tuple[Optio
                       f" collect it with --scale {meta.get('scale')}{' --synthetic' if meta.get('synthetic') else ''}")
     try:
         return read(), ""
+    except NoDetections as e:  # the test ran: say what it found
+        return None, str(e)
     except Missing as e:
         reason = row_missing_reason(row)
         return None, reason if reason != "no result" else str(e)
