@@ -244,7 +244,7 @@ class VitMixMaskRCNN(MaskRCNN):
     _feat_autocast = None  # (device type, dtype) while the heads run with autocast off
 
     @staticmethod
-    def _bf16_autocast(x: torch.Tensor):
+    def _heads_leave_autocast(x: torch.Tensor):
         """(device type, dtype) when the heads must leave autocast: bf16 anywhere (no bf16 RoIAlign on
         CUDA), or any reduced precision on the CPU (mmcv's CPU NMS/RoIAlign take float32 only)."""
         dev = x.device.type
@@ -264,7 +264,7 @@ class VitMixMaskRCNN(MaskRCNN):
         return tuple(f.float() for f in feats)
 
     def _heads_in_fp32(self, fn, batch_inputs, *args, **kwargs):
-        amp = self._bf16_autocast(batch_inputs)
+        amp = self._heads_leave_autocast(batch_inputs)
         if amp is None:
             return fn(batch_inputs, *args, **kwargs)
         self._feat_autocast = amp

@@ -66,8 +66,8 @@ def _mmdet_steps(args, cfg_file, row_dir, ckpt, env):
                               + sched_opts + list(args.set), sched["iters"], args.nproc, env),
              R.mim_test_step("mmdet", cfg_file, last, os.path.join(row_dir, "test"),
                              ["model.backbone.pretrained=None"] + [r for r in roots if r.startswith("test_")],
-                             "coco/bbox_mAP", args.nproc, env=env)]
-    steps[-1].done = _tested(R.read_mmdet, os.path.join(row_dir, "test"))
+                             "coco/bbox_mAP", args.nproc, env=env,
+                             done=_tested(R.read_mmdet, os.path.join(row_dir, "test")))]
     info = {"schedule": sched, "batch": f"{int(cfg.train_dataloader.batch_size)} per GPU × {args.nproc or 1} GPU(s)"}
     return steps, info
 

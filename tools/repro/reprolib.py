@@ -908,10 +908,11 @@ def mim_train_step(package: str, config: str, work_dir: str, options: Sequence[s
 
 def mim_test_step(package: str, config: str, checkpoint: str, work_dir: str, options: Sequence[str],
                   key: str, nproc: Optional[int], tta: bool = False, env: Optional[Dict[str, str]] = None,
-                  name: str = "test") -> Step:
+                  name: str = "test", done: Optional[Callable[[], bool]] = None) -> Step:
+    """``mim test`` into ``work_dir``; done when a result holding ``key`` is there (or when ``done()`` says so)."""
     launch = ["--launcher", "pytorch", "--gpus", str(nproc)] if nproc and nproc > 1 else []
 
-    def done() -> bool:
+    def has_result() -> bool:
         try:
             mm_result_json(work_dir, key)
             return True
@@ -920,7 +921,7 @@ def mim_test_step(package: str, config: str, checkpoint: str, work_dir: str, opt
 
     argv = ["mim", "test", package, config, "--checkpoint", checkpoint, "--work-dir", work_dir] + launch \
         + (["--tta"] if tta else []) + ["--cfg-options", *options]
-    return Step(name, argv, done=done, env=env or {})
+    return Step(name, argv, done=done or has_result, env=env or {})
 
 
 # ------------------------------------------------------------------- analysis (no training)
