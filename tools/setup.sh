@@ -14,6 +14,8 @@
 #   TORCH_INDEX_URL=URL    package index for torch/torchvision only, e.g. https://download.pytorch.org/whl/cu126
 #                          for a CUDA 12.x build (Volta GPUs need one: CUDA 13 dropped sm_70)
 #   MAX_JOBS=N             parallel compile jobs for the mmcv build (default: number of cores)
+#   VITMIX_SKIP_DISK_CHECK=1  go on when the free-space check fails (it needs ~7.5 GiB for a new venv,
+#                          ~2 GiB more under $TMPDIR when mmcv has to be compiled)
 #   VITMIX_SETUP_DRY_RUN=1 print the mmcv build plan (cache key, environment, wrappers, command) and the
 #                          CUDA pre-flight result, then exit without installing anything
 #
@@ -30,6 +32,8 @@ PYTHON=${PYTHON:-python3}
 HELPERS=$ROOT/tools/setup_helpers
 # shellcheck source=setup_helpers/mmcv_build.sh
 source "$HELPERS/mmcv_build.sh"
+# shellcheck source=setup_helpers/disk.sh
+source "$HELPERS/disk.sh"
 CUDA_BUILD=0
 [ "${FORCE_CUDA:-0}" = "1" ] && CUDA_BUILD=1
 
@@ -144,6 +148,14 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$KEY" ]; then
 else
   rm -f "$STAMP"
 
+  step "disk space"
+  if [ -d "$VENV/lib/python$PYVER/site-packages/torch" ]; then
+    vitmix_require_space "$VENV" "$VITMIX_NEED_MIB_VENV_UPDATE" "updating the venv"
+  else
+    vitmix_require_space "$VENV" "$VITMIX_NEED_MIB_VENV" "a new venv (torch and the rest)"
+  fi
+  echo "$(vitmix_free_mib "$VENV") MiB free at $VENV"
+
   step "base build tools (pip, setuptools>=77,<81, wheel, ninja)"
   "${PIP[@]}" install -q --upgrade pip
   "${PIP[@]}" install -q "setuptools>=77,<81" wheel ninja
@@ -174,6 +186,7 @@ else
   step "mmcv==$MMCV_VERSION with compiled ops (cached wheel, or build from sdist)"
   MMCV_DIR="$CACHE/wheels/mmcv-${MMCV_VERSION}_torch-${TORCH_ACTUAL}_py${PYVER}_${CUDA_TAG}"
   if ! ls "$MMCV_DIR"/mmcv-*.whl >/dev/null 2>&1; then
+    vitmix_require_space "${TMPDIR:-/tmp}" "$VITMIX_NEED_MIB_BUILD" "compiling mmcv"
     mkdir -p "$CACHE/wheels" "$CACHE/bin"
     # torch >= 2.10 headers need C++20 while mmcv's setup.py forces -std=c++17 on g++ and nvcc:
     # compiler wrappers make it C++20 (why and how: tools/setup_helpers/mmcv_build.sh).
