@@ -24,7 +24,6 @@ import reprolib as R  # noqa: E402
 
 MODELS = {"t": "DeiT-T", "s": "DeiT-S", "b": "DeiT-B"}
 HEADS = {"linear": "Linear", "mask": "Segmenter"}
-METHOD_LABELS = {"deit": "DeiT", "cutmix": "CutMix", "transmix": "TransMix", "tokenmix": "TokenMix"}
 
 # Seed 000 states Table 2 only as gains (DeiT-S, TransMix over the DeiT baseline); no absolute mIoU
 # is in the seeds, so every row's paper number is n/a.
@@ -39,11 +38,6 @@ GAINS = [
 def config_path(head: str, model: str, synthetic: bool) -> str:
     name = f"{head}_synthetic.py" if synthetic else f"{head}_deit-{model}_ade20k-512x512.py"
     return os.path.join(R.REPO, "configs", "mmseg", name)
-
-
-def pretrained_path(args, model: str, method: str) -> str:
-    run = f"synthetic_{method}" if args.synthetic else f"deit_{model}_{method}"
-    return os.path.join(args.pretrained, "runs", run, args.checkpoint)
 
 
 def build_rows(args):
@@ -64,9 +58,9 @@ def build_rows(args):
             for method in args.methods:
                 rid = f"{head}_synthetic_{method}" if args.synthetic else f"{head}_deit_{model}_{method}"
                 label = (f"{HEADS[head]} · " + ("synthetic ViT" if args.synthetic else MODELS[model])
-                         + f" · {METHOD_LABELS.get(method, method)} pretraining")
+                         + f" · {R.METHOD_LABELS.get(method, method)} pretraining")
                 row_dir = os.path.join(args.out, "runs", rid)
-                ckpt = pretrained_path(args, model, method)
+                ckpt = R.pretrained_file(args, model, method)
                 train_dir = os.path.join(row_dir, "train")
                 train_opts = [f"model.backbone.pretrained={ckpt}"] + roots + sched_opts + list(args.set)
                 last = os.path.join(train_dir, f"iter_{sched['iters']}.pth")
@@ -115,16 +109,10 @@ def build_table(args, rows):
 
 def parse(argv=None):
     ap = R.base_parser("ade20k", __doc__, R.DATA["ade"], "ADEChallengeData2016 folder")
-    ap.add_argument("--pretrained", default=None,
-                    help="output folder of tools/repro/imagenet.py (default: beside --out, e.g. /runs/repro/imagenet)")
-    ap.add_argument("--checkpoint", default="best.safetensors",
-                    help="which file of each ImageNet run initialises the backbone (best/model/ema.safetensors)")
-    ap.add_argument("--methods", nargs="+", default=["deit", "transmix"], choices=list(METHOD_LABELS),
-                    help="pretraining runs to transfer (default: the DeiT baseline and TransMix, as Table 2)")
+    R.add_pretrained_args(ap, ["deit", "transmix"], "initialises the backbone",
+                          "pretraining runs to transfer (default: the DeiT baseline and TransMix, as Table 2)")
     args = R.finish_args(ap.parse_args(argv))
-    if args.pretrained is None:
-        args.pretrained = R.sibling_out(args, "imagenet")
-    args.pretrained = os.path.abspath(args.pretrained)
+    R.resolve_pretrained(args)
     rows = build_rows(args)
     return args, rows, lambda picked: build_table(args, picked)
 

@@ -24,7 +24,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import reprolib as R  # noqa: E402
 
 MODELS = {"t": "DeiT-T", "s": "DeiT-S", "b": "DeiT-B"}
-METHOD_LABELS = {"deit": "DeiT", "cutmix": "CutMix", "transmix": "TransMix", "tokenmix": "TokenMix"}
 # Seed 000 gives Table 3 only as a gain of TransMix- over CutMix-pretrained backbones.
 GAIN_BOX = R.Paper(0.5, "seed 000 §4.2 (Table 3): +0.5 box AP over CutMix (the seed text does not name the backbone)")
 GAIN_MASK = R.Paper(0.6, "seed 000 §4.2 (Table 3): +0.6 mask AP over CutMix (the seed text does not name the backbone)")
@@ -109,12 +108,12 @@ def build_rows(args):
         for method in args.methods:
             rid = f"maskrcnn_synthetic_{method}" if args.synthetic else f"maskrcnn_deit_{model}_{method}"
             row_dir = os.path.join(args.out, "runs", args.framework, rid)
-            run = f"synthetic_{method}" if args.synthetic else f"deit_{model}_{method}"
-            ckpt = os.path.join(args.pretrained, "runs", run, args.checkpoint)
+            run = R.pretrain_run_id(model, method, args.synthetic)
+            ckpt = R.pretrained_file(args, model, method)
             make = _mmdet_steps if args.framework == "mmdet" else _d2_steps
             steps, info = make(args, cfg_file, row_dir, ckpt, env)
             label = (f"Mask R-CNN · {'synthetic ViT' if args.synthetic else MODELS[model]} · "
-                     f"{METHOD_LABELS[method]} pretraining")
+                     f"{R.METHOD_LABELS[method]} pretraining")
             how = (f"python tools/repro/imagenet.py{' --synthetic' if args.synthetic else ''} --only {run} "
                    f"--out {args.pretrained}")
             rows.append(R.Row(rid, label, row_dir, steps, {ckpt: how}, info={"config": cfg_file, **info}))
@@ -158,14 +157,10 @@ def build_table(args, rows):
 def parse(argv=None):
     ap = R.base_parser("coco", __doc__, R.DATA["coco"], "COCO 2017 root (annotations/, train2017/, val2017/)")
     ap.add_argument("--framework", choices=["mmdet", "detectron2"], default="mmdet")
-    ap.add_argument("--pretrained", default=None, help="output folder of tools/repro/imagenet.py (default: beside --out)")
-    ap.add_argument("--checkpoint", default="best.safetensors", help="which file of each ImageNet run to start from")
-    ap.add_argument("--methods", nargs="+", default=["cutmix", "transmix"], choices=list(METHOD_LABELS),
-                    help="pretraining runs to transfer (default: CutMix and TransMix, as Table 3)")
+    R.add_pretrained_args(ap, ["cutmix", "transmix"], "initialises the backbone",
+                          "pretraining runs to transfer (default: CutMix and TransMix, as Table 3)")
     args = R.finish_args(ap.parse_args(argv))
-    if args.pretrained is None:
-        args.pretrained = R.sibling_out(args, "imagenet")
-    args.pretrained = os.path.abspath(args.pretrained)
+    R.resolve_pretrained(args)
     rows = build_rows(args)
     return args, rows, lambda picked: build_table(args, picked)
 

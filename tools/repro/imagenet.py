@@ -55,15 +55,6 @@ GAINS = [  # (label, metric, row_b, row_a, paper gain)
 ]
 
 
-def config_path(model: str, method: str, synthetic: bool) -> str:
-    name = f"synthetic_{method}.yaml" if synthetic else f"deit_{model}_{method}.yaml"
-    return os.path.join(R.REPO, "configs", "pretrain", name)
-
-
-def row_id(model: str, method: str, synthetic: bool) -> str:
-    return f"synthetic_{method}" if synthetic else f"deit_{model}_{method}"
-
-
 def build_rows(args):
     rows = []
     combos = [("t", m) for m in SYN_METHODS] if args.synthetic else \
@@ -75,8 +66,8 @@ def build_rows(args):
             raise R.ReproError(f"synthetic world {args.data} not found: python tools/make_synthetic.py --out {args.data}")
         extra_syn = [f"data.num_classes={len(classes)}", "train.log_interval=0", "train.progress=false"]
     for model, method in combos:
-        rid = row_id(model, method, args.synthetic)
-        cfg_file = config_path(model, method, args.synthetic)
+        rid = R.pretrain_run_id(model, method, args.synthetic)
+        cfg_file = R.pretrain_config_file(model, method, args.synthetic)
         run_dir = os.path.join(args.out, "runs", rid)
         data_root = os.path.join(args.data, "imagenet") if args.synthetic else args.data
         cfg = R.pretrain_config(cfg_file)

@@ -49,9 +49,8 @@ def build_rows(args):
         extra = [f"data.num_classes={len(classes)}", "train.log_interval=0", "train.progress=false"]
     rows = []
     for method in LABELS:
-        rid = f"synthetic_{method}" if args.synthetic else f"deit_s_{method}"
-        cfg_file = os.path.join(R.REPO, "configs", "pretrain",
-                                f"synthetic_{method}.yaml" if args.synthetic else f"deit_s_{method}.yaml")
+        rid = R.pretrain_run_id("s", method, args.synthetic)
+        cfg_file = R.pretrain_config_file("s", method, args.synthetic)
         cfg = R.pretrain_config(cfg_file)
         sched_ov, sched = R.pretrain_scaled_overrides(cfg, args.scale)
         ov = [f"data.root={os.path.join(args.data, 'imagenet') if args.synthetic else args.data}"] + sched_ov + extra
