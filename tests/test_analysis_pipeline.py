@@ -294,3 +294,18 @@ def test_occlusion_with_external_saliency_and_wsol_from_folders(synthetic_root, 
     res = json.loads((out / "attention.json").read_text())
     assert res["skipped"]["boxes"] == 2 and res["rows"][0]["loc_images"] == len(ids) - 2
     assert res["rows"][0]["top1_loc"] is None  # no class list given
+
+
+def test_max_batches_limits_every_study_to_the_first_batches(synthetic_root, ckpts, tmp_path):
+    out = tmp_path / "analysis"
+    main(["all", "--data", str(synthetic_root), "--out", str(out), "--device", "cpu", "--workers", "0",
+          "--batch-size", "3", "--max-batches", "2", "--ckpt", f"a={ckpts['a'][0]}"])
+    # 2 batches of 3 (every set has more than 6 images): every study saw exactly 6
+    counts = {"occlusion": ["images"], "shuffle": ["images"], "natural_adversarial": ["images"],
+              "attention": ["seg_images", "loc_images"]}
+    for study, keys in counts.items():
+        rows = json.loads((out / f"{study}.json").read_text())["rows"]
+        assert rows and all(r[k] == 6 for r in rows for k in keys), (study, rows[0])
+    with pytest.raises(SystemExit):
+        main(["occlusion", "--data", str(synthetic_root), "--out", str(out), "--ckpt", f"a={ckpts['a'][0]}",
+              "--max-batches", "0"])

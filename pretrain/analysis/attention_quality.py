@@ -21,6 +21,7 @@ the segmentation masks are resized with nearest-neighbour sampling.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -357,9 +358,7 @@ def attention_quality_study(models: Sequence[LoadedModel], device: torch.device,
     t0 = time.perf_counter()
 
     if seg_loader is not None:
-        for bi, (images, labels) in enumerate(seg_loader):
-            if max_batches is not None and bi >= max_batches:
-                break
+        for bi, (images, labels) in enumerate(itertools.islice(seg_loader, max_batches)):
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             if tuple(labels.shape[-2:]) != tuple(img_size):
@@ -385,9 +384,7 @@ def attention_quality_study(models: Sequence[LoadedModel], device: torch.device,
 
     unknown_labels = 0
     if box_loader is not None:
-        for bi, (images, gt, gt_valid, target) in enumerate(box_loader):
-            if max_batches is not None and bi >= max_batches:
-                break
+        for bi, (images, gt, gt_valid, target) in enumerate(itertools.islice(box_loader, max_batches)):
             images = images.to(device, non_blocking=True)
             has_labels = bool((target >= 0).any())
             unknown_labels += int((target < 0).sum())

@@ -28,6 +28,13 @@ log = logging.getLogger("analysis")
 
 
 # ------------------------------------------------------------------------------ arguments
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _common(p: argparse.ArgumentParser, data_help: Optional[str]) -> None:
     if data_help:
         p.add_argument("--data", required=True, help=data_help)
@@ -43,7 +50,7 @@ def _common(p: argparse.ArgumentParser, data_help: Optional[str]) -> None:
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--amp", default="none", help="none, bf16 or fp16 autocast")
-    p.add_argument("--max-batches", type=int, default=None, help="stop after this many batches (quick looks)")
+    p.add_argument("--max-batches", type=_positive_int, default=None, help="stop after this many batches (quick looks)")
     p.add_argument("--seed", type=int, default=0, help="seed of random drops / shuffles (same for all models)")
 
 

@@ -17,6 +17,7 @@ Folders are taken in sorted order (torchvision ``ImageFolder``), so subset class
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -137,9 +138,7 @@ def subset_study(models: Sequence[LoadedModel], loader, indices: Sequence[int], 
     c5 = {m.name: torch.zeros((), dtype=torch.long, device=device) for m in models}
     seen = 0
     t0 = time.perf_counter()
-    for bi, (images, target) in enumerate(loader):
-        if max_batches is not None and bi >= max_batches:
-            break
+    for bi, (images, target) in enumerate(itertools.islice(loader, max_batches)):
         images = images.to(device, non_blocking=True)
         target = target.to(device, non_blocking=True)
         for m in models:

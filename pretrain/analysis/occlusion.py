@@ -18,6 +18,7 @@ for all models, modes and ratios.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from typing import Dict, List, Optional, Sequence
@@ -143,9 +144,7 @@ def occlusion_study(models: Sequence[LoadedModel], loader, device: torch.device,
                for m in models for mode in modes for r in ratios}
     seen = 0
     t0 = time.perf_counter()
-    for bi, (images, target) in enumerate(loader):
-        if max_batches is not None and bi >= max_batches:
-            break
+    for bi, (images, target) in enumerate(itertools.islice(loader, max_batches)):
         images = images.to(device, non_blocking=True)
         target = target.to(device, non_blocking=True)
         if tuple(images.shape[-2:]) != tuple(img_size):

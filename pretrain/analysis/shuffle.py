@@ -10,6 +10,7 @@ the paper's figure. Shuffling is done in pixel space, after normalisation, by on
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -88,9 +89,7 @@ def shuffle_study(models: Sequence[LoadedModel], loader, device: torch.device,
     correct = {(m.name, gs): torch.zeros((), dtype=torch.long, device=device) for m in models for gs in grid_sizes}
     seen = 0
     t0 = time.perf_counter()
-    for bi, (images, target) in enumerate(loader):
-        if max_batches is not None and bi >= max_batches:
-            break
+    for bi, (images, target) in enumerate(itertools.islice(loader, max_batches)):
         images = images.to(device, non_blocking=True)
         target = target.to(device, non_blocking=True)
         b = images.shape[0]
