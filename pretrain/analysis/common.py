@@ -17,7 +17,6 @@ Files without a classifier head (DINO backbones) load with ``num_classes == 0``;
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import logging
@@ -30,6 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..amp import autocast
 from ..models.vit import ClsAttentionTap, create_vit
 
 log = logging.getLogger("analysis")
@@ -103,12 +103,6 @@ class LoadedModel:
         if tuple(images.shape[-2:]) != tuple(self.img_size):
             images = F.interpolate(images.float(), size=self.img_size, mode="bicubic", align_corners=False)
         return self.forward(images, amp_dtype, attention=True)[1]
-
-
-def autocast(device: torch.device, amp_dtype: Optional[torch.dtype]):
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=amp_dtype)
 
 
 def parse_amp(amp: Optional[str]) -> Optional[torch.dtype]:

@@ -23,7 +23,6 @@ uninterrupted run (bit for bit on CPU with ``train.deterministic=true``).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -41,6 +40,7 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from ..amp import AMP_DTYPES, autocast
 from ..data.folders import accuracy, build_folder_dataset, check_same_classes
 from ..data.robust import KeyedDataset, collate_skip_none, read_bad_images
 from ..data.samplers import EpochSampler
@@ -117,15 +117,6 @@ def _model_label(cfg: Dict[str, Any]) -> str:
         name = mc["name"] if mc.get("arch", "vit") == "vit" else mc["arch"]
         return f"MixMo {name} (M={cfg['mixmo']['num_members']})"
     return mc["name"]
-
-
-AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def autocast(device: torch.device, amp_dtype):
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=amp_dtype)
 
 
 # ---- generator states (exact resume) ---------------------------------------------------------

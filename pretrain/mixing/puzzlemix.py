@@ -23,12 +23,12 @@ salient blocks is not performed; hyper-parameters follow this energy's normalisa
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
+from ..amp import amp_mode_dtype, autocast, check_amp_mode
 from .base import MixedBatch, Mixer, check_batch, mix_targets, paste
 
 
@@ -36,10 +36,8 @@ def gradient_saliency(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
                       amp_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
     """(B, H, W) ``sqrt(mean_c (d CE / d x)^2)`` of the model on the clean batch (no parameter grads)."""
     xin = x.detach().clone().requires_grad_(True)
-    ctx = torch.autocast(device_type=x.device.type, dtype=amp_dtype) if amp_dtype is not None \
-        else contextlib.nullcontext()
     with torch.enable_grad():
-        with ctx:
+        with autocast(x.device, amp_dtype):
             logits = model(xin)
         loss = F.cross_entropy(logits.float(), y)
         (grad,) = torch.autograd.grad(loss, xin)
@@ -143,8 +141,6 @@ class PuzzleMix(Mixer):
             raise ValueError(f"block_counts must be positive integers, got {block_counts}")
         if beta < 0 or iters < 0:
             raise ValueError("beta and iters must be >= 0")
-        if amp not in ("auto", "bf16", "fp16", "none"):
-            raise ValueError(f"amp must be auto|bf16|fp16|none, got '{amp}'")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing}")
         self.num_classes = num_classes
@@ -153,14 +149,9 @@ class PuzzleMix(Mixer):
         self.block_counts = block_counts
         self.beta = float(beta)
         self.iters = int(iters)
-        self.amp = amp
+        self.amp = check_amp_mode(amp)
         self.label_smoothing = float(label_smoothing)
         self._init_rng(seed)
-
-    def _amp_dtype(self, device: torch.device) -> Optional[torch.dtype]:
-        if self.amp == "auto":
-            return torch.bfloat16 if device.type == "cuda" else None
-        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, model=None, extras=None) -> MixedBatch:
         check_batch(x, y)
@@ -174,7 +165,7 @@ class PuzzleMix(Mixer):
         n = int(self.rng.choice(counts))
         lam_prior = self.rng.beta(self.alpha, self.alpha, b)
         mixed = torch.from_numpy(self.rng.random(b) < self.prob).to(x.device)
-        sal = gradient_saliency(model, x, y, self._amp_dtype(x.device))
+        sal = gradient_saliency(model, x, y, amp_mode_dtype(self.amp, x.device))
         s = block_saliency(sal, n)
         jitter = 1e-4 * torch.rand(b, n * n, generator=self.gen)
         c0, c1 = unary_costs(s, s.flip(0), torch.from_numpy(lam_prior), jitter)

@@ -24,7 +24,6 @@ Every external model is put in eval mode, frozen (``requires_grad=False``) and r
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -35,6 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..amp import amp_mode_dtype, autocast, check_amp_mode
 from ..models.vit import ClsAttentionTap
 
 log = logging.getLogger(__name__)
@@ -142,12 +142,10 @@ class ExternalModel:
     """
 
     def __init__(self, model: nn.Module, input_size: Optional[Tuple[int, int]] = None, amp: str = "auto"):
-        if amp not in ("auto", "bf16", "fp16", "none"):
-            raise ValueError(f"amp must be auto|bf16|fp16|none, got '{amp}'")
         self.model = model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self.amp = amp
+        self.amp = check_amp_mode(amp)
         self.is_vit = getattr(model, "cls_token", None) is not None and hasattr(model, "blocks")
         pe = getattr(model, "patch_embed", None)
         if input_size is None and pe is not None and getattr(pe, "strict_img_size", False) \
@@ -167,12 +165,7 @@ class ExternalModel:
         return self
 
     def _autocast(self, device: torch.device):
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
-        if self.amp == "auto":
-            dtype = torch.bfloat16 if device.type == "cuda" else None
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=dtype)
+        return autocast(device, amp_mode_dtype(self.amp, device))
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:

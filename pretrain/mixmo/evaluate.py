@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+from ..amp import AMP_DTYPES, autocast
 from ..engine import dist as du
 
 
@@ -34,8 +35,7 @@ def evaluate_mixmo(model, loader, device, amp_dtype=None, n_bins: int = 15) -> D
         if batch is None:
             continue
         images, labels = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
-        ctx = torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None else _null()
-        with ctx:
+        with autocast(device, amp_dtype):
             logits = model.head_logits(images)
         meter.update(logits.float(), labels)
     sums = meter.state()
@@ -45,11 +45,6 @@ def evaluate_mixmo(model, loader, device, amp_dtype=None, n_bins: int = 15) -> D
         meter.load_sums(t.cpu())
     model.train(was_training)
     return meter.compute()
-
-
-def _null():
-    import contextlib
-    return contextlib.nullcontext()
 
 
 def flat_record(result: Dict[str, Any], prefix: str = "val_") -> Dict[str, float]:
@@ -142,7 +137,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_intermixed_args(argv)
 
     from ..engine.config import load_config
-    from ..engine.train import AMP_DTYPES
     from .models import build_mixmo_model
 
     try:
