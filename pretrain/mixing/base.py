@@ -209,14 +209,8 @@ def mix_targets(labels: torch.Tensor, partner_labels: torch.Tensor, lam: torch.T
                 smoothing: float = 0.0) -> torch.Tensor:
     """(B, K) soft targets ``lam * y + (1 - lam) * y_partner`` with label smoothing (timm's convention:
     off value ``smoothing / K``, on value ``1 - smoothing + smoothing / K``). Each row sums to 1."""
-    if labels.numel() and (int(labels.max()) >= num_classes or int(labels.min()) < 0):
-        raise ValueError(f"label {int(labels.max())} out of range for {num_classes} classes")
-    off = smoothing / num_classes
-    on = 1.0 - smoothing + off
-    y1 = one_hot(labels, num_classes, on, off)
-    y2 = one_hot(partner_labels, num_classes, on, off)
-    lam = lam.detach().to(y1.device, torch.float32).view(-1, 1)
-    return y1 * lam + y2 * (1.0 - lam)
+    lam = lam.detach().to(torch.float32)
+    return weighted_targets(labels, partner_labels, lam, 1.0 - lam, num_classes, smoothing)
 
 
 def weighted_targets(labels: torch.Tensor, partner_labels: torch.Tensor, w_own: torch.Tensor,
