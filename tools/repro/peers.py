@@ -17,7 +17,6 @@ with the peer's mixer). Throughput is measured twice: during training (median
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 

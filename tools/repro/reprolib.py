@@ -30,9 +30,7 @@ import glob
 import json
 import math
 import os
-import re
 import shlex
-import shutil
 import statistics
 import subprocess
 import sys
