@@ -21,6 +21,7 @@ torch), saved by :meth:`state_dict` for exact resume like :class:`pretrain.mixin
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -243,7 +244,6 @@ class MixMoTrainer:
         the engine's interface; the (M, N, C, H, W) input stack stays contiguous (each member's slice is
         a plain NCHW batch), only the weights follow ``train.channels_last``."""
         x, targets, mix, lam = self.prepare(images, labels, step, extras)
-        import contextlib
         with (autocast() if autocast is not None else contextlib.nullcontext()):
             logits = net(x, mix=mix)
         return self.loss(logits, targets, lam)
