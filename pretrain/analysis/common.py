@@ -142,40 +142,6 @@ def parse_ckpt_specs(specs: Sequence[str]) -> List[Tuple[str, str]]:
     return out
 
 
-def _strip(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    for prefix in ("module.", "_orig_mod.", "model."):
-        if sd and all(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix):]: v for k, v in sd.items()}
-    return sd
-
-
-def _arch_from_state_dict(sd: Mapping[str, torch.Tensor], source: str) -> Dict[str, Any]:
-    w = sd.get("patch_embed.proj.weight")
-    if w is None or w.dim() != 4:
-        raise AnalysisError(f"{source}: no 'patch_embed.proj.weight': not a timm ViT state dict "
-                            f"(keys: {sorted(sd)[:8]} ...)")
-    if "cls_token" not in sd:
-        raise AnalysisError(f"{source}: no 'cls_token': the studies need a ViT with a class token")
-    depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
-    embed = int(w.shape[0])
-    patch = int(w.shape[2])
-    prefix = 1 + int("dist_token" in sd) + (int(sd["reg_token"].shape[1]) if "reg_token" in sd else 0)
-    n = int(sd["pos_embed"].shape[1]) - prefix
-    side = int(round(math.sqrt(n)))
-    if side * side != n:
-        raise AnalysisError(f"{source}: pos_embed has {n} patch rows, not a square grid")
-    head = sd.get("head.weight")
-    return {
-        "model": "deit_base_distilled_patch16_224" if "dist_token" in sd else "vit_base_patch16_224",
-        "img_size": [side * patch, side * patch], "patch_size": patch, "embed_dim": embed,
-        "depth": depth, "num_heads": max(1, embed // 64),
-        "mlp_ratio": sd["blocks.0.mlp.fc1.weight"].shape[0] / embed,
-        "qkv_bias": "blocks.0.attn.qkv.bias" in sd,
-        "num_classes": int(head.shape[0]) if head is not None else 0,
-        "has_norm": "norm.weight" in sd, "has_fc_norm": "fc_norm.weight" in sd,
-    }
-
-
 def load_classifier(path: str, name: Optional[str] = None, device: str | torch.device = "cpu",
                     img_size: Optional[int | Sequence[int]] = None, num_heads: Optional[int] = None,
                     trust_pickle: Optional[bool] = None) -> LoadedModel:
@@ -185,14 +151,16 @@ def load_classifier(path: str, name: Optional[str] = None, device: str | torch.d
         path: checkpoint file (see the module docstring) or ``timm:<name>``.
         name: label (defaults to the file stem).
         img_size: run the model at this input size (position embeddings are resampled
-            bicubically); default: the checkpoint's pretraining size.
+            bicubically, :func:`pretrain.checkpoint.resize_pos_embed`); default: the checkpoint's
+            pretraining size.
         num_heads: head count for files without ``arch`` metadata (default: width // 64).
 
     Raises:
-        AnalysisError / downstream.weights.CheckpointError: unreadable file, not a ViT with a
+        AnalysisError / pretrain.checkpoint.CheckpointError: unreadable file, not a ViT with a
         CLS token, or keys that do not match the architecture (listed, with the file name).
     """
-    from timm.layers import resample_abs_pos_embed
+    from ..checkpoint import (CheckpointError, arch_of, convert_state_dict, read_checkpoint, strip_prefixes,
+                              timm_vit_kwargs)
 
     name = name or os.path.splitext(os.path.basename(path))[0]
     if path.startswith("timm:"):
@@ -207,55 +175,38 @@ def load_classifier(path: str, name: Optional[str] = None, device: str | torch.d
             model.set_input_size(img_size=_pair(img_size))
         return _finish(model, name, path, device)
 
-    from downstream.weights import read_checkpoint
-
     sd, meta = read_checkpoint(path, trust_pickle=trust_pickle)
-    sd = _strip(dict(sd))
-    inferred = _arch_from_state_dict(sd, path)
-    arch = dict(inferred)
-    meta_arch = meta.get("arch") if isinstance(meta.get("arch"), Mapping) else None
-    if meta_arch:
-        for key in ("embed_dim", "depth", "patch_size"):
-            if key in meta_arch and int(meta_arch[key]) != int(inferred[key]):
-                raise AnalysisError(f"{path}: metadata says {key}={meta_arch[key]} but the tensors say "
-                                    f"{key}={inferred[key]}")
-        arch.update({k: v for k, v in meta_arch.items() if k in arch or k == "model"})
-        arch["num_classes"] = inferred["num_classes"]
-    if num_heads is not None:
-        arch["num_heads"] = int(num_heads)
-    if arch["embed_dim"] % arch["num_heads"]:
-        raise AnalysisError(f"{path}: embed_dim {arch['embed_dim']} is not divisible by num_heads "
-                            f"{arch['num_heads']}; pass num_heads")
-    ckpt_size = _pair(arch["img_size"])
-    run_size = _pair(img_size) if img_size is not None else ckpt_size
-    kwargs = dict(img_size=run_size, patch_size=arch["patch_size"], embed_dim=arch["embed_dim"],
-                  depth=arch["depth"], num_heads=arch["num_heads"], mlp_ratio=arch["mlp_ratio"],
-                  qkv_bias=arch["qkv_bias"])
-    if not inferred["has_norm"] and inferred["has_fc_norm"]:
-        kwargs["global_pool"] = "avg"
+    arch = arch_of(sd, meta, source=path)
+    if "patch_size" not in arch:
+        raise AnalysisError(f"{path}: no 'patch_embed.proj.weight': not a timm ViT state dict "
+                            f"(keys: {sorted(sd)[:8]} ...)")
+    if not any(k.endswith("cls_token") for k in sd):
+        raise AnalysisError(f"{path}: no 'cls_token': the studies need a ViT with a class token")
+    if "img_size" not in arch:
+        raise AnalysisError(f"{path}: pos_embed is not a square grid")
+    head = strip_prefixes(dict(sd))[0].get("head.weight")
+    arch["num_classes"] = int(head.shape[0]) if head is not None else 0  # the tensors decide, not the metadata
     try:
-        model = create_vit(arch.get("model") or "vit_base_patch16_224", arch["num_classes"], **kwargs)
+        model_name, kwargs = timm_vit_kwargs(arch, num_heads=num_heads,
+                                             img_size=_pair(img_size) if img_size is not None else None,
+                                             source=path)
+    except CheckpointError as e:
+        raise AnalysisError(str(e)) from e
+    try:
+        model = create_vit(model_name, arch["num_classes"], **kwargs)
     except (ValueError, TypeError) as e:
-        raise AnalysisError(f"{path}: cannot build timm model {arch.get('model')!r} with {kwargs}: {e}") from e
-    pe = sd.get("pos_embed")
-    tgt_pe = model.pos_embed
-    if pe is not None and tuple(pe.shape) != tuple(tgt_pe.shape):
-        grid_old = [s // arch["patch_size"] for s in ckpt_size]
-        grid_new = [s // arch["patch_size"] for s in run_size]
-        sd["pos_embed"] = resample_abs_pos_embed(pe.float(), new_size=grid_new, old_size=grid_old,
-                                                 num_prefix_tokens=model.num_prefix_tokens).to(pe.dtype)
-    target = model.state_dict()
-    missing = sorted(k for k in target if k not in sd)
-    unexpected = sorted(k for k in sd if k not in target)
-    if missing or unexpected:
+        raise AnalysisError(f"{path}: cannot build timm model {model_name!r} with {kwargs}: {e}") from e
+    try:
+        mapped, report = convert_state_dict(sd, model, source=path, metadata=meta)
+    except CheckpointError as e:
+        raise AnalysisError(str(e)) from e
+    if report.missing or report.unexpected or report.dropped:
+        extra = sorted(report.unexpected) + sorted(report.dropped)
         raise AnalysisError(
-            f"{path} does not match timm model {arch.get('model')!r} ({arch['depth']} blocks, width "
-            f"{arch['embed_dim']}): missing {missing[:12]}{' ...' if len(missing) > 12 else ''}, unexpected "
-            f"{unexpected[:12]}{' ...' if len(unexpected) > 12 else ''}")
-    bad = [f"{k}: {list(sd[k].shape)} vs {list(v.shape)}" for k, v in target.items() if sd[k].shape != v.shape]
-    if bad:
-        raise AnalysisError(f"{path}: shape mismatches: {bad[:8]}")
-    model.load_state_dict(sd, strict=True)
+            f"{path} does not match timm model {model_name!r} ({arch['depth']} blocks, width "
+            f"{arch['embed_dim']}): missing {report.missing[:12]}{' ...' if len(report.missing) > 12 else ''}, "
+            f"unexpected {extra[:12]}{' ...' if len(extra) > 12 else ''}")
+    model.load_state_dict(mapped, strict=True)
     return _finish(model, name, path, device)
 
 

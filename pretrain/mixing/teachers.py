@@ -24,7 +24,6 @@ Every external model is put in eval mode, frozen (``requires_grad=False``) and r
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Any, Dict, Optional, Tuple, Union
@@ -43,34 +42,19 @@ SPEC_KEYS = {"name", "checkpoint", "kwargs", "num_classes", "input_size", "amp",
 MAP_KINDS = ("auto", "attention", "cam", "activation")
 
 
-def _unwrap_state_dict(obj: Any, path: str) -> Dict[str, torch.Tensor]:
-    if isinstance(obj, dict):
-        for key in ("model", "state_dict", "model_ema", "module"):
-            if key in obj and isinstance(obj[key], dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: not a state dict (expected tensors under 'model', 'state_dict' or at the top)")
-    if obj and all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
-    return obj
+def load_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """(state dict, metadata) of a checkpoint on disk, read by the project's one reader
+    (:func:`pretrain.checkpoint.read_checkpoint`: safetensors or weights-only torch files, container
+    wrappers and ``module.``/``_orig_mod.`` prefixes removed); ``metadata["arch"]`` is a dict when present."""
+    from ..checkpoint import CheckpointError, read_checkpoint, strip_prefixes
 
-
-def load_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
-    """(state dict, metadata) of a safetensors or torch checkpoint on disk."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.endswith(".safetensors"):
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-        with safe_open(path, "pt") as f:
-            meta = f.metadata() or {}
-        return load_file(path), meta
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, truncated files
-        raise ValueError(f"{path}: cannot read checkpoint ({exc})") from exc
-    return _unwrap_state_dict(obj, path), {}
+        sd, meta = read_checkpoint(path)
+    except CheckpointError as exc:
+        raise ValueError(str(exc)) from exc
+    return strip_prefixes(sd)[0], meta
 
 
 def _classifier_key(model: nn.Module) -> Optional[str]:
@@ -101,7 +85,7 @@ def build_network(spec: Dict[str, Any], what: str = "external model") -> nn.Modu
     if name is None:
         if "arch" not in meta:
             raise ValueError(f"{what}: give a timm model 'name' (checkpoint {ckpt} carries no architecture metadata)")
-        arch = json.loads(meta["arch"])
+        arch = meta["arch"]
         name = arch["model"]
         for k in ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias"):
             if k in arch:

@@ -69,7 +69,7 @@ def format_table(result: Dict[str, Any]) -> str:
 def write_eval_json(path: str, result: Dict[str, Any], checkpoint: Optional[str], epoch: Optional[int],
                     extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Write ``{"ensemble", "heads", "checkpoint", "epoch", ...}`` atomically; returns the dict."""
-    from ..engine.checkpoint import write_text_atomic
+    from ..checkpoint import write_text_atomic
     out = {"ensemble": result["ensemble"], "heads": result["heads"], "checkpoint": checkpoint, "epoch": epoch,
            **(extra or {})}
     d = os.path.dirname(os.path.abspath(path))
@@ -94,18 +94,20 @@ def resolve_weights(path: str) -> str:
 def load_mixmo_weights(model, path: str) -> Dict[str, str]:
     """Load a MixMo weights file strictly into ``model``; returns the file's metadata. A clear error when
     the file is not a MixMo checkpoint or does not fit the configured network."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    from ..checkpoint import CheckpointError, read_checkpoint
+    from ..checkpoint.formats import MIXMO
 
-    with safe_open(path, "pt") as f:
-        meta = dict(f.metadata() or {})
-    weights = load_file(path)
+    try:
+        weights, meta = read_checkpoint(path, expect=MIXMO)
+    except CheckpointError as exc:
+        raise ValueError(str(exc)) from None
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
         lines = [x.strip() for x in str(exc).splitlines() if x.strip()][1:3]
+        arch = json.dumps(meta.get("arch"), sort_keys=True) if isinstance(meta.get("arch"), dict) else meta.get("arch")
         raise ValueError(f"{path} does not fit the configured MixMo network (format {meta.get('format')!r}, arch "
-                         f"{meta.get('arch')}): {'; '.join(lines)[:400]}") from None
+                         f"{arch}): {'; '.join(lines)[:400]}") from None
     return meta
 
 
