@@ -51,7 +51,7 @@ def test_both_objectives_implement_the_interface():
         cls = objective_class(cfg["objective"])
         assert issubclass(cls, Objective) and cls.weights_format == fmt
         for name in ("from_config", "build_model", "forward_loss", "evaluate", "eval_record", "arch"):
-            assert getattr(cls, name) is not getattr(Objective, name), (cls.name, name)
+            assert name in vars(cls), (cls.name, name)  # defined by the objective, not the base's stub
         torch.manual_seed(0)
         objective = build_objective(cfg, seed=0)
         model = objective.build_model()
