@@ -32,7 +32,8 @@ def multistep_lr_at(step: int, warmup: int, base_lr: float, warmup_lr: float, mi
     return base_lr * gamma ** sum(1 for m in milestones if step >= m)
 
 
-def build_schedule(oc: Dict[str, Any], base_lr: float, steps_per_epoch: int, total_steps: int) -> Callable[[int], float]:
+def build_schedule(oc: Dict[str, Any], base_lr: float, steps_per_epoch: int,
+                   total_steps: int) -> Callable[[int], float]:
     """``step -> lr`` of the ``optim`` section: ``warmup_epochs`` of linear warm-up from ``warmup_lr``, then
     ``schedule`` cosine (to ``min_lr`` at ``total_steps``) or multistep (``milestones`` in epochs, ``gamma``)."""
     warmup_steps = int(round(float(oc["warmup_epochs"]) * steps_per_epoch))
