@@ -205,7 +205,7 @@ def test_two_process_ddp_run_reduces_the_evaluation_over_ranks(cifar_root, tmp_p
 
 
 def test_sgd_multistep_and_weight_decay_options_of_the_engine():
-    from pretrain.engine.train import build_optimizer, multistep_lr_at
+    from pretrain.engine.optim import build_optimizer, multistep_lr_at
     lrs = [multistep_lr_at(s, 10, 0.1, 0.01, [30, 60], 0.1) for s in range(80)]
     assert lrs[0] == 0.01 and abs(lrs[5] - 0.055) < 1e-12  # linear warm-up
     assert lrs[10] == lrs[29] == 0.1

@@ -26,10 +26,10 @@ def test_two_processes_agree_on_skipping_a_step_one_rank_found_bad(synthetic_roo
         import os, sys
         sys.path.insert(0, {ROOT!r})
         import torch
-        import pretrain.engine.train as engine
+        import pretrain.objectives.classification as classification
         from pretrain.train import main
         rank = int(os.environ["RANK"])
-        original_build = engine.build_mixer
+        original_build = classification.build_mixer
         def build(*args, **kwargs):
             mixer = original_build(*args, **kwargs)
             loss, calls = mixer.loss, []
@@ -39,7 +39,7 @@ def test_two_processes_agree_on_skipping_a_step_one_rank_found_bad(synthetic_roo
                 return value * float("nan") if rank == 1 and len(calls) == 3 else value
             mixer.loss = poisoned
             return mixer
-        engine.build_mixer = build
+        classification.build_mixer = build
         sys.exit(main(["--config", {CFG!r}, *{overrides!r}]))
     """))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}

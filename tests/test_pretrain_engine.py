@@ -7,7 +7,8 @@ import torch
 from safetensors import safe_open
 
 from pretrain.engine.config import load_config
-from pretrain.engine.train import lr_at, train
+from pretrain.engine.optim import lr_at
+from pretrain.engine.train import train
 from pretrain.models.vit import create_vit
 
 CFG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs", "pretrain")
@@ -93,22 +94,24 @@ def test_bad_inputs_fail_before_training(synthetic_root, tmp_path):
         train(load_config(CFG, tiny_overrides(synthetic_root, tmp_path / "g", [f"train.resume={tmp_path}/none"])))
 
 
-def _with_loss(monkeypatch, engine, make_loss):
-    """Make every mixer built by the engine use ``make_loss(original_loss)`` as its loss."""
-    original_build = engine.build_mixer
+def _with_loss(monkeypatch, make_loss):
+    """Make every mixer built by the engine (its classification objective) use ``make_loss(original_loss)``
+    as its loss."""
+    import pretrain.objectives.classification as classification
+    original_build = classification.build_mixer
 
     def build(*args, **kwargs):
         mixer = original_build(*args, **kwargs)
         mixer.loss = make_loss(mixer.loss)
         return mixer
 
-    monkeypatch.setattr(engine, "build_mixer", build)
+    monkeypatch.setattr(classification, "build_mixer", build)
 
 
 def test_nan_loss_stops_with_clear_message(synthetic_root, tmp_path, monkeypatch):
     import pretrain.engine.train as engine
 
-    _with_loss(monkeypatch, engine, lambda loss: (lambda logits, t: loss(logits, t) * float("nan")))
+    _with_loss(monkeypatch, lambda loss: (lambda logits, t: loss(logits, t) * float("nan")))
     cfg = load_config(CFG, tiny_overrides(synthetic_root, tmp_path / "nan", ["train.max_bad_steps=2"]))
     with pytest.raises(RuntimeError, match="2 non-finite losses in a row"):
         engine.train(cfg)
@@ -126,7 +129,7 @@ def test_isolated_nonfinite_steps_are_skipped_and_counted(synthetic_root, tmp_pa
             return value * float("inf") if len(calls) % 3 == 0 else value
         return bad_every_third
 
-    _with_loss(monkeypatch, engine, make_loss)
+    _with_loss(monkeypatch, make_loss)
     out = tmp_path / "inf"
     summary = engine.train(load_config(CFG, tiny_overrides(synthetic_root, out, ["train.max_bad_steps=2",
                                                                                  "train.log_interval=1"])))
@@ -144,8 +147,10 @@ def test_isolated_nonfinite_steps_are_skipped_and_counted(synthetic_root, tmp_pa
 def test_train_step_uses_the_mixer_loss_and_updates_the_ema():
     from timm.utils import ModelEmaV3
 
-    from pretrain.engine.train import TrainStep, build_optimizer
+    from pretrain.engine.optim import build_optimizer
+    from pretrain.engine.step import TrainStep
     from pretrain.mixing import build_mixer
+    from pretrain.objectives.classification import ClassificationObjective
 
     torch.manual_seed(0)
     model = create_vit("deit_tiny_patch16_224", 4, img_size=32, patch_size=8, depth=1)
@@ -157,8 +162,11 @@ def test_train_step_uses_the_mixer_loss_and_updates_the_ema():
                           torch.device("cpu"))
     ema = ModelEmaV3(model, decay=0.9)
     before_ema = {k: v.clone() for k, v in ema.module.state_dict().items()}
-    step = TrainStep(model, model, mixer, opt, torch.amp.GradScaler("cpu", enabled=False), clip_grad=1.0, ema=ema)
-    assert step.tap is not None  # TransMix wants the CLS attention
+    objective = ClassificationObjective(mixer)
+    objective.bind(model)
+    step = TrainStep(model, model, objective, opt, torch.amp.GradScaler("cpu", enabled=False), clip_grad=1.0,
+                     ema=ema)
+    assert objective.tap is not None  # TransMix wants the CLS attention
     res = step(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]), lr=1e-3)
     assert not res.skipped and seen == [(torch.Size([4, 4]), torch.Size([4, 4]))]
     assert res.grad_norm is not None and res.grad_norm > 0

@@ -128,17 +128,17 @@ def test_checkpoint_write_killed_half_way_keeps_the_previous_one(tmp_path, monke
 
 
 def test_resume_errors_are_clear(tmp_path, synthetic_root):
-    from pretrain.engine.train import _resume_source
+    from pretrain.engine.resume import resume_source
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        _resume_source(str(tmp_path / "nope"), str(tmp_path))
+        resume_source(str(tmp_path / "nope"), str(tmp_path))
     (tmp_path / "empty_run").mkdir()
     with pytest.raises(FileNotFoundError, match="no checkpoint in"):
-        _resume_source(str(tmp_path / "empty_run"), str(tmp_path))
-    assert _resume_source("auto", str(tmp_path / "fresh")) is None  # auto without a checkpoint: start fresh
+        resume_source(str(tmp_path / "empty_run"), str(tmp_path))
+    assert resume_source("auto", str(tmp_path / "fresh")) is None  # auto without a checkpoint: start fresh
     (tmp_path / "broken" / "checkpoints").mkdir(parents=True)
     (tmp_path / "broken" / "checkpoints" / "latest").write_text("step_000000003\n")
     with pytest.raises(FileNotFoundError, match="state.pt is missing"):
-        _resume_source("auto", str(tmp_path / "broken"))
+        resume_source("auto", str(tmp_path / "broken"))
 
 
 @pytest.mark.slow

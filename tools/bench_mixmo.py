@@ -4,16 +4,17 @@
     python tools/bench_mixmo.py                                              # CPU, narrow WRN-16-2, 32 px
     python tools/bench_mixmo.py --device cuda --amp bf16 --arch wrn28_10 --batch 64 --repeat 4
 
-Every variant is a full training step of :class:`pretrain.engine.train.TrainStep` (forward under
+Every variant is a full training step of :class:`pretrain.engine.step.TrainStep` (forward under
 autocast, loss, backward, the non-finite check, SGD with Nesterov momentum as the CIFAR recipes) on
 synthetic tensors already on the device; all variants are built side by side and timed in the same run,
 interleaved in shuffled order over ``--rounds`` rounds of ``--steps`` steps (median round reported):
 
-* ``CutMix, batch B``: the single network (M=1) with the engine's CutMix mixer (alpha 1, every batch),
-  loader batch B -- the baseline a MixMo run replaces;
+* ``CutMix, batch B``: the single network (M=1) trained as the classification objective with the engine's
+  CutMix mixer (alpha 1, every batch), loader batch B -- the baseline a MixMo run replaces;
 * ``CutMix, batch B*b``: the same at batch B*b, i.e. as many samples through the core as MixMo;
-* ``Cut-MixMo M=2, b``: :class:`pretrain.mixmo.MixMoTrainer` (Cut-MixMo probability 1, the costlier
-  branch: masks on the encoder grid) with loader batch B repeated b times per input.
+* ``Cut-MixMo M=2, b``: the MixMo objective (:class:`pretrain.mixmo.objective.MixMoObjective` over a
+  :class:`pretrain.mixmo.MixMoTrainer`; Cut-MixMo probability 1, the costlier branch: masks on the encoder
+  grid) with loader batch B repeated b times per input.
 
 Columns: loader images per second (unique images, B per step), samples per second (B for CutMix B,
 B*b for the others: what passes through the core), the ratio of MixMo to each CutMix row, and the peak
@@ -28,16 +29,17 @@ import os
 import platform
 import random
 import statistics
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from pretrain.engine.train import AMP_DTYPES, TrainStep, build_optimizer  # noqa: E402
-from pretrain.mixing import build_mixer  # noqa: E402
-from pretrain.mixmo import MixMoTrainer, build_mixmo_preact_resnet, build_mixmo_vit, build_mixmo_wrn  # noqa: E402
+from pretrain.amp import AMP_DTYPES
+from pretrain.engine.optim import build_optimizer
+from pretrain.engine.step import TrainStep
+from pretrain.mixing import build_mixer
+from pretrain.mixmo import MixMoTrainer, build_mixmo_preact_resnet, build_mixmo_vit, build_mixmo_wrn
+from pretrain.mixmo.objective import MixMoObjective
+from pretrain.objectives.classification import ClassificationObjective
 
 ARCHS = {
     "wrn28_10": (lambda k, m: build_mixmo_wrn(k, m, 28, 10), 32),
@@ -68,12 +70,13 @@ def build_variants(args, device):
             model = model.to(memory_format=torch.channels_last)
         opt = build_optimizer(model, OPTIM, 0.05, device)
         if members == 1:
-            mixer = build_mixer({"name": "cutmix", "prob": 1.0, "label_smoothing": 0.0}, k, seed=0)
+            objective = ClassificationObjective(build_mixer({"name": "cutmix", "prob": 1.0, "label_smoothing": 0.0},
+                                                            k, seed=0))
         else:
-            mixer = MixMoTrainer(2, k, mixing="cut", cut_prob=1.0, batch_repeat=r, seed=0)
-            mixer.model = model
+            objective = MixMoObjective(MixMoTrainer(2, k, mixing="cut", cut_prob=1.0, batch_repeat=r, seed=0))
+        objective.bind(model)
         scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-        step = TrainStep(model, model, mixer, opt, scaler, amp, None, None, args.channels_last)
+        step = TrainStep(model, model, objective, opt, scaler, amp, None, None, args.channels_last)
         x = torch.randn(batch, 3, size, size, device=device)
         y = torch.randint(0, k, (batch,), device=device)
         samples = batch * (r if members == 2 else 1)

@@ -12,7 +12,8 @@ side by side and timed in the same run, interleaved in shuffled order over ``--r
 
 * ``bare timm``: ``timm.create_model`` + ``torch.optim.AdamW`` (fused on CUDA, foreach on CPU), autocast
   forward, cross-entropy with label smoothing, backward, step -- nothing else;
-* ``engine, no mixing``: :class:`pretrain.engine.train.TrainStep` with mixer ``none`` (soft-target loss,
+* ``engine, no mixing``: :class:`pretrain.engine.step.TrainStep` running the classification objective
+  (:class:`pretrain.objectives.classification.ClassificationObjective`) with mixer ``none`` (soft-target loss,
   the non-finite check agreed between ranks, one host sync per step);
 * ``engine, DeiT recipe``: the same with Mixup/CutMix (switch 0.5) and the EMA update;
 * ``engine, TransMix``: TransMix with the CLS-attention tap, and the EMA.
@@ -40,11 +41,12 @@ import time
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from pretrain.engine.train import AMP_DTYPES, TrainStep, autocast, build_optimizer  # noqa: E402
-from pretrain.mixing import build_mixer  # noqa: E402
-from pretrain.models.vit import create_vit  # noqa: E402
+from pretrain.amp import AMP_DTYPES, autocast
+from pretrain.engine.optim import build_optimizer
+from pretrain.engine.step import TrainStep
+from pretrain.mixing import build_mixer
+from pretrain.models.vit import create_vit
+from pretrain.objectives.classification import ClassificationObjective
 
 PRESETS = {
     "cpu": dict(device="cpu", amp="none", rows=[("deit_tiny_patch16_224", 32, 112)],
@@ -83,7 +85,7 @@ class Bare:
 
 
 class Engine:
-    """The engine's TrainStep with a given mixer (and EMA)."""
+    """The engine's TrainStep on the classification objective with a given mixer (and EMA)."""
 
     def __init__(self, name, img, device, amp_dtype, channels_last, compile_, mixer, ema):
         from timm.utils import ModelEmaV3
@@ -92,10 +94,11 @@ class Engine:
             self.model = self.model.to(memory_format=torch.channels_last)
         opt = build_optimizer(self.model, {**OPTIM, "fused": "auto"}, 1e-4, device)
         net = torch.compile(self.model) if compile_ else self.model
-        m = build_mixer(mixer, 1000, seed=0).to(device)
+        objective = ClassificationObjective(build_mixer(mixer, 1000, seed=0)).to(device)
+        objective.bind(self.model)
         e = ModelEmaV3(self.model, decay=0.99996) if ema else None
         scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-        self.step = TrainStep(self.model, net, m, opt, scaler, amp_dtype, None, e, channels_last)
+        self.step = TrainStep(self.model, net, objective, opt, scaler, amp_dtype, None, e, channels_last)
         self.n = 0
 
     def __call__(self, x, y):

@@ -4,12 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
+
+from downstream.logs import last_scalar
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from downstream.logs import last_scalar  # noqa: E402
 
 
 def random_init_top1(cfg_path: str, data_root: str) -> float:
@@ -19,12 +17,12 @@ def random_init_top1(cfg_path: str, data_root: str) -> float:
 
     from pretrain.data.folders import build_folder_dataset
     from pretrain.engine.config import load_config
-    from pretrain.engine.train import build_model, evaluate
+    from pretrain.objectives.classification import build_vit, evaluate
 
     cfg = load_config(cfg_path, [f"data.root={data_root}"])
     torch.manual_seed(cfg["train"]["seed"])
     dc = cfg["data"]
-    model = build_model(cfg)
+    model = build_vit(cfg)
     loader = DataLoader(build_folder_dataset(dc, dc["val_split"], train=False), batch_size=dc["batch_size"])
     return evaluate(model, loader, torch.device("cpu"), None)["top1"]
 

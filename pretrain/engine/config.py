@@ -3,6 +3,11 @@
 A config may name a parent with ``_base_: other.yaml`` (relative to itself); the child's keys
 override the parent's, recursively. Unknown keys are an error, so a typo never silently
 falls back to a default.
+
+The defaults are the engine's sections (:data:`DEFAULTS`) and every registered objective's own section
+(:func:`pretrain.objectives.config_sections`, e.g. ``mixmo``), so that any saved run config loads. The
+top-level ``objective`` names the objective; :func:`load_config` resolves it (null: the objective whose
+section holds ``enabled: true``, else ``classification``) and lets that objective validate the config.
 """
 from __future__ import annotations
 
@@ -12,7 +17,12 @@ from typing import Any, Dict, List
 
 import yaml
 
+from ..objectives import config_sections, objective_class, resolve_objective
+
 DEFAULTS: Dict[str, Any] = {
+    "objective": None,                       # classification | mixmo | any registered name (pretrain.objectives);
+                                             # null: the objective whose section says enabled: true
+                                             # (mixmo.enabled), else classification
     "model": {
         "arch": "vit",                       # vit (timm) | wrn | preact_resnet (CIFAR-style CNNs, MixMo only)
         "name": "deit_small_patch16_224",  # any timm ViT with a class token (model.arch=vit)
@@ -79,22 +89,17 @@ DEFAULTS: Dict[str, Any] = {
         "progress": "auto",                  # tqdm bar on rank 0: auto (when stderr is a terminal) | true | false
         "tensorboard": True,                 # events under <out_dir>/tb
     },
-    # MixMo (multi-input multi-output subnetworks, pretrain/mixmo, docs/mixmo.md). When enabled, the
-    # ``mixer`` section is the optional mixing of each input (none | cutmix | mixup | mixup_cutmix).
-    "mixmo": {
-        "enabled": False,
-        "num_members": 2,                    # M (1 = the single-network baseline, mixing none)
-        "mixing": "cut",                     # cut (Cut-MixMo with probability p, else Linear) | linear | none
-        "alpha": 2.0,                        # lambda ~ Dirichlet(alpha 1_M)
-        "weight_root": 3.0,                  # r of the loss weights M lambda^(1/r) / sum lambda^(1/r)
-        "batch_repeat": 2,                   # b: each input sees the loader batch b times, own permutation
-        "cut_prob": 0.5,                     # probability of Cut-MixMo until anneal_start
-        "cut_prob_final": 0.0,               # ... linearly to this at anneal_end (0 = Linear-MixMo)
-        "anneal_start": 0.8,                 # fractions of the run's optimizer steps
-        "anneal_end": 1.0,
-        "ece_bins": 15,
-    },
 }
+
+
+def defaults() -> Dict[str, Any]:
+    """The full default config: :data:`DEFAULTS` and every registered objective's section (a fresh copy)."""
+    out = copy.deepcopy(DEFAULTS)
+    for section, values in config_sections().items():
+        if section in out:
+            raise ValueError(f"objective config section '{section}' clashes with an engine section")
+        out[section] = copy.deepcopy(values)
+    return out
 
 
 def _merge(base: Dict[str, Any], new: Dict[str, Any], path: str = "") -> Dict[str, Any]:
@@ -157,7 +162,7 @@ def apply_override(cfg: Dict[str, Any], item: str) -> None:
 
 
 def load_config(path: str, overrides: List[str] = ()) -> Dict[str, Any]:
-    cfg = _merge(DEFAULTS, _load_yaml(path))
+    cfg = _merge(defaults(), _load_yaml(path))
     for item in overrides:
         apply_override(cfg, item)
     validate(cfg)
@@ -165,13 +170,16 @@ def load_config(path: str, overrides: List[str] = ()) -> Dict[str, Any]:
 
 
 def validate(cfg: Dict[str, Any]) -> None:
-    d, o, t = cfg["data"], cfg["optim"], cfg["train"]
-    m, x = cfg["model"], cfg["mixmo"]
+    """Resolve ``cfg["objective"]`` in place (an objective section's ``enabled`` follows it), check the engine's
+    sections, then let the objective check what it needs; ValueError naming the key otherwise."""
+    name = resolve_objective(cfg)
+    cfg["objective"] = name
+    objective = objective_class(name)
+    section = cfg.get(objective.config_section) if objective.config_section else None
+    if isinstance(section, dict) and "enabled" in section:
+        section["enabled"] = True
+    d, o, t, m = cfg["data"], cfg["optim"], cfg["train"], cfg["model"]
     checks = [
-        (m["arch"] in ("vit", "wrn", "preact_resnet"), f"model.arch must be vit|wrn|preact_resnet, got {m['arch']!r}"),
-        (m["arch"] == "vit" or bool(x["enabled"]),
-         f"model.arch={m['arch']} trains through MixMo: set mixmo.enabled=true (mixmo.num_members=1 and "
-         "mixmo.mixing=none for the single network, see configs/mixmo/*_vanilla.yaml)"),
         (d["format"] in ("folder", "cifar10", "cifar100", "tiny_imagenet"),
          f"data.format must be folder|cifar10|cifar100|tiny_imagenet, got {d['format']!r}"),
         (o["name"] in ("adamw", "sgd"), f"optim.name must be adamw|sgd, got {o['name']!r}"),
@@ -182,7 +190,6 @@ def validate(cfg: Dict[str, Any]) -> None:
         (0.0 <= float(o["momentum"]) < 1.0, f"optim.momentum must lie in [0, 1), got {o['momentum']}"),
         (not (o["nesterov"] and o["name"] == "sgd" and float(o["momentum"]) <= 0),
          "optim.nesterov needs optim.momentum > 0"),
-        (int(x["ece_bins"]) >= 1, f"mixmo.ece_bins must be >= 1, got {x['ece_bins']}"),
         (int(d["num_classes"]) >= 2, f"data.num_classes must be >= 2, got {d['num_classes']}"),
         (int(d["batch_size"]) >= 2, f"data.batch_size must be >= 2 for mixing, got {d['batch_size']}"),
         (int(d["img_size"]) > 0, f"data.img_size must be > 0, got {d['img_size']}"),
@@ -213,12 +220,4 @@ def validate(cfg: Dict[str, Any]) -> None:
     for ok, msg in checks:
         if not ok:
             raise ValueError(msg)
-    if x["enabled"]:
-        from ..mixmo.mixing import INPUT_MIXERS, check_options
-        check_options(int(x["num_members"]), x["mixing"], float(x["alpha"]), float(x["weight_root"]),
-                      int(x["batch_repeat"]), float(x["cut_prob"]), float(x["cut_prob_final"]),
-                      float(x["anneal_start"]), float(x["anneal_end"]))
-        name = str((cfg.get("mixer") or {}).get("name", "none")).lower()
-        if name not in INPUT_MIXERS:
-            raise ValueError(f"with mixmo.enabled, mixer.name (the optional mixing of each input) must be one of "
-                             f"{INPUT_MIXERS}, got '{name}'")
+    objective.validate_config(cfg)

@@ -4,8 +4,8 @@ and of every subnetwork.
 ``python -m pretrain.mixmo.evaluate --config CFG --checkpoint PATH [--out JSON] [key=value ...]``
 prints a table and writes ``{"ensemble": {...}, "heads": [...], "checkpoint": ..., "epoch": ...}`` to
 ``--out`` (default ``<train.out_dir>/eval.json``). ``PATH`` is a ``.safetensors`` weights file, a run
-folder (its ``model.safetensors``) or a resume checkpoint folder (``checkpoints/step_*``). The training
-engine writes the same file at the end of a MixMo run.
+folder (its ``model.safetensors``) or a resume checkpoint folder (``checkpoints/step_*``). A MixMo training
+run writes the same file when it ends (:meth:`pretrain.mixmo.objective.MixMoObjective.on_run_end`).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from ..amp import AMP_DTYPES, autocast
-from ..engine import dist as du
+from ..dist import is_dist
 
 
 @torch.no_grad()
@@ -39,7 +39,7 @@ def evaluate_mixmo(model, loader, device, amp_dtype=None, n_bins: int = 15) -> D
             logits = model.head_logits(images)
         meter.update(logits.float(), labels)
     sums = meter.state()
-    if du.is_dist():
+    if is_dist():
         t = sums.to(device=device, dtype=torch.float64)
         torch.distributed.all_reduce(t)
         meter.load_sums(t.cpu())
@@ -111,23 +111,6 @@ def load_mixmo_weights(model, path: str) -> Dict[str, str]:
     return meta
 
 
-def build_val_loader(cfg: Dict[str, Any], workers: Optional[int] = None):
-    """The validation split of a config (any ``data.format``) and its loader (one process)."""
-    from torch.utils.data import DataLoader
-
-    from ..data.robust import KeyedDataset, collate_skip_none
-    from ..engine.train import build_dataset
-
-    dc = cfg["data"]
-    val_set = build_dataset(cfg, "val", train=False)
-    keyed = KeyedDataset(val_set, int(cfg["train"]["seed"]), None, "val", replace=False,
-                         max_tries=int(dc["bad_image_tries"]))
-    w = int(dc["workers"]) if workers is None else int(workers)
-    loader = DataLoader(keyed, batch_size=int(dc["batch_size"]), shuffle=False, num_workers=w,
-                        collate_fn=collate_skip_none, pin_memory=torch.cuda.is_available())
-    return val_set, loader
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Evaluate a MixMo checkpoint: ensemble and per-head top-1, NLL, ECE.")
     parser.add_argument("--config", required=True, help="the run's YAML config (or its saved config.yaml)")
@@ -138,7 +121,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("overrides", nargs="*", help="key.sub=value config overrides, e.g. data.root=/data/cifar")
     args = parser.parse_intermixed_args(argv)
 
-    from ..engine.config import load_config
+    from ..data.build import build_val_loader
+    from ..engine.config import load_config  # the CLI reads an engine config; the library code does not
     from .models import build_mixmo_model
 
     try:
@@ -146,8 +130,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (KeyError, ValueError, FileNotFoundError) as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    if not cfg["mixmo"]["enabled"]:
-        print(f"config error: {args.config} is not a MixMo config (mixmo.enabled is false)", file=sys.stderr)
+    if cfg["objective"] != "mixmo":
+        print(f"config error: {args.config} is not a MixMo config (its objective is {cfg['objective']!r}; "
+              "set objective: mixmo or mixmo.enabled: true)", file=sys.stderr)
         return 2
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:

@@ -96,7 +96,7 @@ def cut_masks(lam0: torch.Tensor, grid_hw: Tuple[int, int], generator: torch.Gen
 
 
 class MixMoTrainer:
-    """MixMo's sampling and loss, the engine's training objective when ``mixmo.enabled`` is true.
+    """MixMo's sampling and loss of one step (what :class:`pretrain.mixmo.objective.MixMoObjective` runs).
 
     Args:
         num_members: M (1 trains a single network: no mixing, unit weights).
@@ -144,9 +144,9 @@ class MixMoTrainer:
         self.rng = np.random.default_rng(seed)
         self.gen = torch.Generator()
         self.gen.manual_seed(int(self.rng.integers(2**62)))
-        self.model = None  # the unwrapped MixMoNet (for its mixing grid), set by the engine
+        self.model = None  # the unwrapped MixMoNet (for its mixing grid), set by MixMoObjective.bind
 
-    # ---- Mixer-like interface used by the engine -------------------------------------------------
+    # ---- Mixer-like interface used by the objective ----------------------------------------------
     def to(self, device) -> "MixMoTrainer":
         self.input_mixer = self.input_mixer.to(device)
         return self
@@ -241,7 +241,7 @@ class MixMoTrainer:
                      autocast=None, channels_last: bool = False):
         """The training forward and loss of one step; see the class docstring. ``autocast`` is a
         context-manager factory wrapped around the network's forward. ``channels_last`` is accepted for
-        the engine's interface; the (M, N, C, H, W) input stack stays contiguous (each member's slice is
+        the objective interface (:meth:`pretrain.objectives.Objective.forward_loss`); the (M, N, C, H, W) input stack stays contiguous (each member's slice is
         a plain NCHW batch), only the weights follow ``train.channels_last``."""
         x, targets, mix, lam = self.prepare(images, labels, step, extras)
         with (autocast() if autocast is not None else contextlib.nullcontext()):

@@ -1,4 +1,9 @@
-"""Distributed helpers over torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT)."""
+"""Distributed helpers over torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT).
+
+Shared by the training engine, the objectives' evaluations and MixMo's evaluation (beside
+:mod:`pretrain.amp`, so that no method package imports the engine). The collectives are no-ops in one
+process.
+"""
 from __future__ import annotations
 
 import os

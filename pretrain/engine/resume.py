@@ -1,0 +1,175 @@
+"""Where a run stands, and its resume checkpoints: what is saved, what a resumed run restores.
+
+A resume checkpoint (``<out_dir>/checkpoints/step_N/``, written by :mod:`pretrain.engine.checkpoint`) holds
+the weights (model, EMA) with the objective's format tag and architecture, and ``state.pt``: optimizer,
+grad scaler, epoch and batch position, best accuracies, skipped-step counters, the config, and per rank its
+global generator states (:mod:`.rng`), the objective's generator states and its partial epoch sums. Resumed
+with the same number of processes and batch size, a run repeats the uninterrupted run's losses.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+from .. import dist as du
+from .checkpoint import find_checkpoint, link_or_copy, load_checkpoint, save_checkpoint
+from .rng import rng_state, seed_everything, set_rng_state
+
+log = logging.getLogger("pretrain")
+
+
+@dataclass
+class Progress:
+    """The counters of a run (restored on resume).
+
+    Attributes:
+        num_details: length of the objective's per-step details (their sums follow in ``partial``).
+        step: optimizer steps done; start_epoch, start_batch: where the loop starts.
+        best: best ``val_top1`` of the model (``top1``) and of its EMA (``ema_top1``), -1 before any.
+        bad_total, bad_in_a_row: skipped (non-finite) steps in all and in a row.
+        partial: this rank's sums over the epoch so far: loss x images, images, seconds, then each
+            detail x images.
+    """
+
+    num_details: int = 0
+    step: int = 0
+    start_epoch: int = 0
+    start_batch: int = 0
+    best: Dict[str, float] = field(default_factory=lambda: {"top1": -1.0, "ema_top1": -1.0})
+    bad_total: int = 0
+    bad_in_a_row: int = 0
+    partial: List[float] = field(default_factory=list)
+
+    def __post_init__(self):
+        if not self.partial:
+            self.reset_partial()
+
+    def reset_partial(self) -> None:
+        self.partial = [0.0] * (3 + self.num_details)
+
+
+def resume_source(resume: Optional[str], out_dir: str) -> Optional[str]:
+    """The checkpoint folder ``train.resume`` designates: None (start fresh) for null, ``auto`` (``out_dir``'s
+    latest checkpoint, or None when it has none), or a run / checkpoint folder (an error when it has none)."""
+    if resume in (None, "", "none", False):
+        return None
+    if resume == "auto":
+        ckpt = find_checkpoint(out_dir) if os.path.isdir(out_dir) else None
+        if ckpt is None:
+            log.info("resume=auto: no checkpoint in %s, starting from scratch", out_dir)
+        return ckpt
+    if not os.path.exists(resume):
+        raise FileNotFoundError(f"train.resume: {resume} does not exist")
+    ckpt = find_checkpoint(resume)
+    if ckpt is None:
+        raise FileNotFoundError(f"train.resume: no checkpoint in {resume} (expected {resume}/checkpoints/latest "
+                                "or a checkpoints/step_* folder)")
+    return ckpt
+
+
+def start_fresh(out_dir: str, bad_log: str, rank: int) -> None:
+    """A run that does not resume: a fresh unreadable-image log; an earlier run's checkpoints are kept aside."""
+    if os.path.exists(bad_log):
+        os.remove(bad_log)
+    old = os.path.join(out_dir, "checkpoints")
+    if rank == 0 and os.path.isdir(old):
+        aside = f"{old}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+        os.replace(old, aside)
+        log.warning("%s held checkpoints of an earlier run and train.resume is not set: starting from scratch; "
+                    "the old checkpoints are kept in %s (use --resume auto to continue a run)", out_dir, aside)
+
+
+class RunCheckpoints:
+    """Saves and restores the resume checkpoints of one run.
+
+    Args:
+        out_dir: run folder; cfg: the run config (saved in the state).
+        objective: the run's objective (format tag, architecture, generator states, label).
+        model, ema, optimizer, scaler: what is saved besides the counters (``ema`` may be None).
+        device, rank, world, batch_size: this process, the number of processes, the per-process batch.
+    """
+
+    def __init__(self, out_dir: str, cfg: Dict[str, Any], objective, model, ema, optimizer, scaler, device,
+                 rank: int, world: int, batch_size: int):
+        self.out_dir, self.cfg, self.objective = out_dir, cfg, objective
+        self.model, self.ema, self.optimizer, self.scaler = model, ema, optimizer, scaler
+        self.device, self.rank, self.world, self.batch_size = device, rank, world, batch_size
+        self.arch = objective.arch(model)
+
+    def save(self, p: Progress, epoch: int, batch: int, epoch_end: bool = False,
+             record: Optional[Dict[str, Any]] = None) -> None:
+        """Resume checkpoint at position (epoch, batch) [collective]; on rank 0 also the top-level files
+        (``model``/``ema.safetensors``, and at an epoch end ``best``/``best_ema``/``epoch_XXXX.safetensors``)."""
+        per_rank = du.gather_objects({"rng": rng_state(self.device), "mixer": self.objective.state_dict(),
+                                      "partial": p.partial})
+        if self.rank != 0:
+            return
+        weights = {"model": self.model.state_dict()}
+        if self.ema is not None:
+            weights["ema"] = self.ema.module.state_dict()
+        state = {"epoch": epoch, "batch": batch, "optimizer": self.optimizer.state_dict(),
+                 "scaler": self.scaler.state_dict(), "best": p.best, "bad_total": p.bad_total,
+                 "bad_in_a_row": p.bad_in_a_row, "ranks": per_rank, "world_size": self.world,
+                 "batch_size": self.batch_size, "config": yaml.safe_dump(self.cfg, sort_keys=False)}
+        extra = {"epochs_done": epoch, "mixer": self.cfg["mixer"].get("name"),
+                 "val_top1": (record or {}).get("val_top1")}
+        folder = save_checkpoint(self.out_dir, p.step, weights, state, self.arch, extra,
+                                 fmt=self.objective.weights_format)
+        top = lambda name: os.path.join(self.out_dir, name)  # noqa: E731
+        for name in weights:
+            link_or_copy(os.path.join(folder, f"{name}.safetensors"), top(f"{name}.safetensors"))
+        if epoch_end and record is not None:
+            done = epoch - 1  # the epoch just finished
+            if record.get("new_best_top1"):
+                link_or_copy(os.path.join(folder, "model.safetensors"), top("best.safetensors"))
+            if self.ema is not None and record.get("new_best_ema_top1"):
+                link_or_copy(os.path.join(folder, "ema.safetensors"), top("best_ema.safetensors"))
+            every = int(self.cfg["train"]["save_every"])
+            if every and (done + 1) % every == 0:
+                link_or_copy(os.path.join(folder, "model.safetensors"), top(f"epoch_{done + 1:04d}.safetensors"))
+
+    def restore(self, ckpt: str, p: Progress, seed: int, steps_per_epoch: int) -> None:
+        """Load ``ckpt`` into the model, EMA, optimizer and scaler and ``p``; this rank's generators and the
+        objective's when the number of processes and the batch size are the checkpoint's (fresh streams
+        and the same fraction of the epoch otherwise, with a warning)."""
+        weights, state = load_checkpoint(ckpt)
+        try:
+            self.model.load_state_dict(weights["model"], strict=True)
+        except RuntimeError as exc:
+            lines = [x.strip() for x in str(exc).splitlines() if x.strip()][1:3]
+            raise ValueError(f"cannot resume from {ckpt}: its weights do not fit the configured model "
+                             f"{self.objective.label()} {self.cfg['model'].get('kwargs') or ''} "
+                             f"({'; '.join(lines)[:400]}). Resume with the run's own config (saved in its "
+                             "config.yaml) or start a new train.out_dir") from None
+        if self.ema is not None:
+            if "ema" in weights:
+                self.ema.module.load_state_dict(weights["ema"], strict=True)
+            else:
+                log.warning("%s has no EMA weights: the EMA restarts from the current weights", ckpt)
+                self.ema.module.load_state_dict(self.model.state_dict())
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        p.step, p.start_epoch, p.start_batch = int(state["step"]), int(state["epoch"]), int(state["batch"])
+        p.best = dict(state.get("best", p.best))
+        p.bad_total, p.bad_in_a_row = int(state.get("bad_total", 0)), int(state.get("bad_in_a_row", 0))
+        world, bs = self.world, self.batch_size
+        old_world, old_bs = int(state.get("world_size", world)), int(state.get("batch_size", bs))
+        if (old_world, old_bs) == (world, bs):
+            mine = state["ranks"][self.rank]
+            set_rng_state(mine["rng"], self.device)
+            self.objective.load_state_dict(mine["mixer"])
+            p.partial = list(mine["partial"])
+        else:
+            log.warning("resuming %d process(es) x batch %d from a run of %d x %d: the data order and random "
+                        "streams differ from an uninterrupted run", world, bs, old_world, old_bs)
+            p.start_batch = p.start_batch * old_world * old_bs // (world * bs)
+            seed_everything(seed + self.rank + 7919 * p.step)
+        if p.start_batch >= steps_per_epoch:
+            p.start_epoch, p.start_batch = p.start_epoch + 1, 0
+            p.reset_partial()
+        log.info("resumed from %s: step %d, epoch %d, batch %d", ckpt, p.step, p.start_epoch, p.start_batch)

@@ -1,0 +1,130 @@
+"""The run folder's logs and the stop signals.
+
+* :class:`RunLog`: rank 0's ``train.log``, ``metrics.jsonl`` (one record per epoch), ``steps.jsonl`` (every
+  ``train.log_interval`` steps) and TensorBoard events under ``tb/``; on resume the files are rewound to the
+  checkpoint (what a killed run logged after it is dropped);
+* :class:`StopSignals`: SIGUSR1/SIGTERM (SLURM pre-emption, torchrun) ask the step to stop after it
+  finishes, so that the engine writes a checkpoint and exits instead of dying mid-write;
+  :func:`ignore_stop_signals` keeps the loader workers alive meanwhile.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+from typing import Any, Dict, Optional
+
+log = logging.getLogger("pretrain")
+
+
+class RunLog:
+    """Rank 0's outputs: ``train.log``, ``metrics.jsonl`` (per epoch), ``steps.jsonl`` (per log interval),
+    TensorBoard events under ``tb/``. Other ranks get a no-op instance."""
+
+    def __init__(self, out_dir: str, active: bool, tensorboard: bool, resume_step: Optional[int],
+                 resume_epoch: Optional[int]):
+        self.active = active
+        self.metrics = os.path.join(out_dir, "metrics.jsonl")
+        self.steps = os.path.join(out_dir, "steps.jsonl")
+        self.handler = None
+        self.writer = None
+        if not active:
+            return
+        self.handler = logging.FileHandler(os.path.join(out_dir, "train.log"))
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+        logging.getLogger().addHandler(self.handler)
+        if resume_step is None:  # a fresh run starts fresh files
+            for p in (self.metrics, self.steps):
+                if os.path.exists(p):
+                    os.remove(p)
+        else:  # drop what a killed run logged after its checkpoint
+            self._rewind(self.steps, lambda r: r.get("step", 0) <= resume_step)
+            self._rewind(self.metrics, lambda r: r.get("epoch", 0) < resume_epoch)
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.writer = SummaryWriter(os.path.join(out_dir, "tb"), purge_step=resume_step)
+            except ImportError:
+                log.warning("tensorboard is not installed: no TensorBoard events (pip install tensorboard)")
+
+    @staticmethod
+    def _rewind(path: str, keep) -> None:
+        if not os.path.isfile(path):
+            return
+        with open(path) as f:
+            rows = [json.loads(x) for x in f if x.strip()]
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            for r in rows:
+                if keep(r):
+                    f.write(json.dumps(r) + "\n")
+        os.replace(tmp, path)
+
+    def step(self, record: Dict[str, Any]) -> None:
+        if not self.active:
+            return
+        with open(self.steps, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for k in ("loss", "lr", "grad_norm", "img_per_s"):
+                if record.get(k) is not None:
+                    self.writer.add_scalar(f"train/{k}", record[k], record["step"])
+
+    def epoch(self, record: Dict[str, Any]) -> None:
+        if not self.active:
+            return
+        with open(self.metrics, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k not in ("epoch", "step"):
+                    self.writer.add_scalar(f"epoch/{k}", v, record["step"])
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self.handler is not None:
+            logging.getLogger().removeHandler(self.handler)
+            self.handler.close()
+
+
+class StopSignals:
+    """SIGUSR1/SIGTERM set ``step.stop_requested`` (a :class:`pretrain.engine.step.TrainStep`; the flag travels
+    in the step's host sync, so every rank stops after the same step) instead of killing the run mid-write.
+    ``name`` is the signal received, if any. A context manager; handlers are installed in the main thread only."""
+
+    SIGNALS = ("SIGUSR1", "SIGTERM")
+
+    def __init__(self, step):
+        self.step, self.previous, self.name = step, {}, None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                sig = getattr(signal, name, None)
+                if sig is not None:
+                    self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, _frame):
+        self.name = signal.Signals(signum).name
+        self.step.stop_requested = True
+        log.warning("%s received: stopping after this step with a checkpoint", self.name)
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+def ignore_stop_signals(_worker_id: int) -> None:
+    """Loader workers ignore SIGUSR1/SIGTERM: a pre-empted job signals every process, and the training
+    process must still get its batches while it finishes the step and writes its checkpoint. Workers
+    exit with their parent."""
+    for name in StopSignals.SIGNALS:
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            signal.signal(sig, signal.SIG_IGN)

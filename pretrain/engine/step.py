@@ -1,0 +1,97 @@
+"""One optimizer step of the engine: the objective's loss, backward, clipping, the non-finite check agreed by
+all ranks, the update and the EMA -- with one host synchronisation. The unit ``tools/bench_pretrain.py``
+times against a bare timm step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional
+
+import torch
+
+from .. import dist as du
+from ..amp import autocast
+
+
+@dataclass
+class StepResult:
+    loss: float          # this rank's loss (NaN/inf for a skipped step)
+    skipped: bool        # non-finite loss or gradient on some rank: no update anywhere
+    stop: bool           # some rank was asked to stop (signal)
+    grad_norm: Optional[float] = None
+    details: Optional[List[float]] = None  # the objective's per-component values (MixMo: each head's loss)
+
+
+class TrainStep:
+    """One training step.
+
+    Args:
+        model: the (unwrapped) network; ``net`` is what runs the forward (DDP and/or compiled wrapper of
+            ``model``, or ``model`` itself).
+        objective: a bound :class:`pretrain.objectives.Objective` (anything with its ``forward_loss``).
+        optimizer, scaler: the optimizer and the (fp16-only) grad scaler.
+        amp_dtype: autocast dtype or None.
+        clip_grad: max global gradient norm or None.
+        ema: a timm ``ModelEmaV3`` of ``model`` or None.
+        channels_last: the engine's ``train.channels_last`` (passed to the objective).
+
+    ``step(images, labels, extras, lr=lr, step=s)`` takes a (B, 3, H, W) float batch and (B,) int64 labels
+    on the device and returns a :class:`StepResult`. ``loss, details = objective.forward_loss(net, images,
+    labels, extras, step=s, autocast=..., channels_last=...)`` gives the scalar loss and None or a 1-D tensor
+    of per-component values. One host synchronisation per step: the non-finite and stop flags (max over
+    ranks), the loss, the gradient norm and the details travel in one small tensor.
+    """
+
+    def __init__(self, model, net, objective, optimizer, scaler, amp_dtype=None, clip_grad=None, ema=None,
+                 channels_last: bool = False):
+        self.model, self.net, self.objective = model, net, objective
+        self.optimizer, self.scaler, self.amp_dtype = optimizer, scaler, amp_dtype
+        self.clip_grad = float(clip_grad) if clip_grad else None
+        self.ema = ema
+        self.channels_last = channels_last
+        self.device = next(model.parameters()).device
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.stop_requested = False
+        self._flag = {v: torch.tensor(float(v), device=self.device) for v in (False, True)}  # no H2D copy per step
+
+    def _autocast(self):
+        return autocast(self.device, self.amp_dtype)
+
+    def close(self) -> None:
+        """Detach the objective from the model (its hooks)."""
+        self.objective.close()
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, extras=None, lr: Optional[float] = None,
+                 step: int = 0) -> StepResult:
+        if lr is not None:
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr
+        loss, details = self.objective.forward_loss(self.net, images, labels, extras, step=step,
+                                                    autocast=self._autocast, channels_last=self.channels_last)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        grad_norm = None
+        if self.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip_grad, foreach=True)
+        bad = ~torch.isfinite(loss.detach())
+        if grad_norm is not None and self.amp_dtype != torch.float16:  # fp16: the scaler skips inf grads
+            bad = bad | ~torch.isfinite(grad_norm)
+        flags = torch.stack([bad.float(), self._flag[bool(self.stop_requested)]])
+        du.all_reduce_max_(flags)
+        extra = [loss.detach().float().view(1)] + ([grad_norm.detach().float().view(1)] if grad_norm is not None else [])
+        if details is not None:
+            extra.append(details.detach().float().view(-1))
+        values = torch.cat([flags] + extra).tolist()  # the step's one host sync
+        skipped, stop = values[0] > 0, values[1] > 0
+        n_fixed = 4 if grad_norm is not None else 3
+        if skipped:
+            self.optimizer.zero_grad(set_to_none=True)
+        else:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if self.ema is not None:
+                self.ema.update(self.model)  # fixed decay from the first step (DeiT)
+        return StepResult(loss=values[2], skipped=skipped, stop=stop,
+                          grad_norm=values[3] if grad_norm is not None else None,
+                          details=values[n_fixed:] if details is not None else None)
