@@ -43,6 +43,14 @@ def test_pretraining_writes_a_loadable_checkpoint_and_learns(synthetic_root, tmp
     assert (out / "config.yaml").exists() and (out / "best.safetensors").exists()
     assert (out / "checkpoints" / "latest").read_text().strip() == f"step_{summary['steps']:09d}"
     assert any(n.startswith("events.out.tfevents") for n in os.listdir(out / "tb"))
+    # the run folder is a timm local-dir model: same network, same weights, the classes' names
+    import timm
+    loaded = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    assert json.load(open(out / "config.json"))["label_names"] == sorted(os.listdir(synthetic_root / "imagenet" / "val"))
 
 
 def test_lr_schedule_shape():

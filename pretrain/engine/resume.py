@@ -1,6 +1,6 @@
 """Where a run stands, and its resume checkpoints: what is saved, what a resumed run restores.
 
-A resume checkpoint (``<out_dir>/checkpoints/step_N/``, written by :mod:`pretrain.engine.checkpoint`) holds
+A resume checkpoint (``<out_dir>/checkpoints/step_N/``, written by :mod:`pretrain.checkpoint.resume`) holds
 the weights (model, EMA) with the objective's format tag and architecture, and ``state.pt``: optimizer,
 grad scaler, epoch and batch position, best accuracies, skipped-step counters, the config, and per rank its
 global generator states (:mod:`.rng`), the objective's generator states and its partial epoch sums. Resumed
@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional
 import yaml
 
 from .. import dist as du
-from .checkpoint import find_checkpoint, link_or_copy, load_checkpoint, save_checkpoint
+from ..checkpoint.resume import find_checkpoint, link_or_copy, load_checkpoint, save_checkpoint
 from .rng import rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger("pretrain")

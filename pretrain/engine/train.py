@@ -37,6 +37,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import dist as du
 from ..amp import AMP_DTYPES
+from ..checkpoint import write_timm_config
+from ..checkpoint.formats import VIT
 from ..data.build import Data, build_data
 from ..data.robust import read_bad_images
 from ..objectives import build_objective
@@ -76,6 +78,10 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
         with open(os.path.join(out_dir, "config.yaml"), "w") as f:
             yaml.safe_dump(cfg, f, sort_keys=False)
     model = objective.build_model().to(device)
+    if rank == 0 and objective.weights_format == VIT:  # the run folder is also a timm `local-dir:` model
+        write_timm_config(out_dir, objective.arch(model), img_size=int(dc["img_size"]),
+                          interpolation=dc["interpolation"], crop_pct=float(dc["eval_crop_pct"]),
+                          label_names=getattr(data.val_set, "classes", None))
     if tc.get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
 

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from ..engine.checkpoint import MIXMO_FORMAT
+from ..checkpoint.formats import MIXMO as MIXMO_FORMAT
 from ..objectives.base import Objective
 from .evaluate import evaluate_mixmo, flat_record, format_table, write_eval_json
 from .mixing import INPUT_MIXERS, MixMoTrainer, build_trainer, check_options

@@ -21,7 +21,7 @@ import torch
 from .. import amp
 from ..data.folders import accuracy
 from ..dist import all_reduce_sum
-from ..engine.checkpoint import FORMAT
+from ..checkpoint.formats import VIT as FORMAT
 from ..mixing import build_mixer
 from ..models.vit import ClsAttentionTap, create_vit, vit_arch
 from .base import Objective
