@@ -1,5 +1,5 @@
-"""Tests of pretrain/data/small.py (CIFAR-10/100 and Tiny ImageNet readers, synthetic writers) and
-tools/make_synthetic_small.py. Files are decoded independently here (pickle + numpy, PIL) and compared
+"""Tests of pretrain/data/small.py (CIFAR-10/100 and Tiny ImageNet readers), the synthetic stand-ins of
+pretrain/synthetic/small.py and tools/make_synthetic_small.py. Files are decoded independently here (pickle + numpy, PIL) and compared
 with what the datasets return."""
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from PIL import Image
 
 from pretrain.data import small as S
 from pretrain.data.folders import UnreadableImageError
+from pretrain.synthetic import write_synthetic_small
 
 REPO = Path(__file__).resolve().parents[1]
 K, TRAIN_PER, VAL_PER = 6, 4, 3  # 24 train / 18 val images
@@ -28,7 +29,7 @@ K, TRAIN_PER, VAL_PER = 6, 4, 3  # 24 train / 18 val images
 def small_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("small")
     for fmt in S.SMALL_FORMATS:
-        S.write_synthetic_small(root, fmt, num_classes=K, train_per_class=TRAIN_PER, val_per_class=VAL_PER, seed=3)
+        write_synthetic_small(root, fmt, num_classes=K, train_per_class=TRAIN_PER, val_per_class=VAL_PER, seed=3)
     return root
 
 
@@ -161,7 +162,7 @@ def test_tiny_imagenet_round_trip(small_root):
 
 def test_synthetic_is_deterministic_and_seeded(tmp_path):
     def digest(root, fmt, seed):
-        path = S.write_synthetic_small(root, fmt, num_classes=3, train_per_class=2, val_per_class=2, seed=seed)
+        path = write_synthetic_small(root, fmt, num_classes=3, train_per_class=2, val_per_class=2, seed=seed)
         h = hashlib.sha256()
         for dirpath, _, files in sorted(os.walk(path)):
             for f in sorted(files):
@@ -177,7 +178,7 @@ def test_synthetic_is_deterministic_and_seeded(tmp_path):
 @pytest.mark.slow
 def test_synthetic_cifar_is_learnable_by_a_small_net(tmp_path):
     torch.manual_seed(0)
-    S.write_synthetic_small(tmp_path, "cifar10", num_classes=10, train_per_class=16, val_per_class=6, seed=0)
+    write_synthetic_small(tmp_path, "cifar10", num_classes=10, train_per_class=16, val_per_class=6, seed=0)
     train = S.build_small_dataset("cifar10", tmp_path, "train", train=True)
     val = S.build_small_dataset("cifar10", tmp_path, "val", train=False)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
@@ -210,7 +211,7 @@ def test_unknown_format_and_split():
     with pytest.raises(ValueError, match="unknown split 'test'"):
         S.build_small_dataset("cifar10", "/nonexistent", "test", train=False)
     with pytest.raises(ValueError, match="unknown small dataset format"):
-        S.write_synthetic_small("/tmp", "imagenet")
+        write_synthetic_small("/tmp", "imagenet")
     assert [S.small_num_classes(f) for f in S.SMALL_FORMATS] == [10, 100, 200]
 
 
@@ -315,7 +316,7 @@ def test_synthetic_writer_does_not_replace_a_real_dataset(tmp_path):
     (tmp_path / "cifar-100-python").mkdir()
     (tmp_path / "cifar-100-python" / "train").write_bytes(b"real data")
     with pytest.raises(FileExistsError, match="not written by write_synthetic_small"):
-        S.write_synthetic_small(tmp_path, "cifar100", num_classes=2, train_per_class=1, val_per_class=1)
+        write_synthetic_small(tmp_path, "cifar100", num_classes=2, train_per_class=1, val_per_class=1)
     assert (tmp_path / "cifar-100-python" / "train").read_bytes() == b"real data"
 
 
