@@ -87,19 +87,19 @@ def _distractor_probs(n: int) -> np.ndarray:
 
 def classification_objects(rng: np.random.Generator, label: int,
                            specs: Sequence[ClassSpec], size: int,
-                           max_distractors: int = 2,
-                           area: tuple[float, float] = (0.2, 0.55)) -> list[ObjectSpec]:
+                           max_distractors: int = 2, area: tuple[float, float] = (0.2, 0.55),
+                           max_radius: float = 0.6) -> list[ObjectSpec]:
     """One dominant object of class ``label`` (drawn last) and up to ``max_distractors`` small distractors.
 
-    The dominant object covers a fraction in ``area`` (about 20-55%) of the ``size x size``
-    image; each distractor has another class and at most about a quarter of the dominant
-    object's area.
+    The dominant object is drawn to cover a fraction in ``area`` (about 20-55%) of the
+    ``size x size`` image, its radius at most ``max_radius * size``; each distractor has another
+    class and at most about a quarter of the dominant object's area.
     """
     s = float(size)
     dom_spec = specs[label]
     frac = rng.uniform(*area)
     dom_area = frac * s * s
-    r = min(radius_for_area(dom_spec.shape, dom_area), 0.6 * s)
+    r = min(radius_for_area(dom_spec.shape, dom_area), max_radius * s)
     lo = min(0.85 * r, 0.5 * s)
     spread = max(0.5 * s - lo, 0.06 * s)
     cx = 0.5 * s + rng.uniform(-1.0, 1.0) * spread

@@ -37,12 +37,14 @@ class OneObjectRecipe(NamedTuple):
     size: int  # default image side in pixels
     area: tuple[float, float]  # range of the dominant object's share of the image
     max_distractors: int  # smaller objects of other classes
+    max_radius: float = 0.6  # the dominant object's radius at most this fraction of the side
 
 
-_STAND_IN = dict(area=(0.5, 0.8), max_distractors=0)
+_STAND_IN = dict(area=(0.8, 1.3), max_distractors=0, max_radius=0.8)
 #: ImageNet folder and VOC: a dominant object on 20-55% of the image and up to 2 distractors.
-#: The CIFAR / Tiny ImageNet stand-ins: one large object (50-80% of the image, no distractors),
-#: as in those datasets, where the object mostly fills the small frame.
+#: The CIFAR / Tiny ImageNet stand-ins: a close-up of one object, drawn at 80-130% of the image
+#: area (radius at most 0.8 of the side, so it fills most of the frame and may be cut by the
+#: border), no distractors: as in those datasets, the object fills the small frame.
 ONE_OBJECT_SCENES = {
     "imagenet": OneObjectRecipe(64, (0.2, 0.55), 2),
     "voc": OneObjectRecipe(64, (0.2, 0.55), 2),
@@ -101,7 +103,7 @@ def build_scene(subset: str, split: str, index: int, *, seed: int = 0,
             rng = image_rng(seed, subset, split, label, index)
         size = recipe.size if size is None else int(size)
         objs = classification_objects(rng, label, specs, size, max_distractors=recipe.max_distractors,
-                                      area=recipe.area)
+                                      area=recipe.area, max_radius=recipe.max_radius)
         return render_scene(rng, size, objs, main=len(objs) - 1)
     if subset in ("ade", "coco"):
         wh = parse_size(128 if size is None else size)

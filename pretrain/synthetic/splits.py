@@ -1,15 +1,15 @@
 """Labelled splits of one-object-per-image sets (the CIFAR and Tiny ImageNet stand-ins).
 
-A split is a list of labels; image ``i`` shows class ``labels[i]`` and is the
-``index[i]``-th image of its class, rendered by :func:`.scenes.build_scene` from its own
-generator ``(seed, subset/split, label, index)``. An image therefore does not depend on
+A split is a list of labels; image ``i`` shows world class ``classes[labels[i]]`` and is the
+``index[i]``-th image of its label, rendered by :func:`.scenes.build_scene` from its own
+generator ``(seed, subset/split, world class, index)``. An image therefore does not depend on
 the class count, the number of images per class, or the order the split is stored in.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -32,14 +32,15 @@ def within_class_index(labels: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ClassificationSplit:
-    """One split: ``labels`` int64 ``(N,)`` and ``index`` int64 ``(N,)`` (position within the class)."""
+    """One split: ``labels`` int64 ``(N,)`` in ``[0, len(classes))`` and ``index`` int64 ``(N,)``
+    (position within the label); label ``c`` shows world class ``classes[c]``."""
 
     subset: str  # the scene kind of scenes.build_scene: "cifar10", "cifar100", "tiny_imagenet"
     split: str  # "train" or "val"
     labels: np.ndarray
     index: np.ndarray
+    classes: tuple[int, ...]
     seed: int
-    num_classes: int
     size: int  # image side in pixels
 
     def __len__(self) -> int:
@@ -48,7 +49,8 @@ class ClassificationSplit:
     def scene(self, i: int) -> Scene:
         """The scene of image ``i``."""
         return build_scene(self.subset, self.split, int(self.index[i]), seed=self.seed,
-                           num_classes=self.num_classes, size=self.size, label=int(self.labels[i]))
+                           num_classes=max(self.classes) + 1, size=self.size,
+                           label=self.classes[int(self.labels[i])])
 
     def scenes(self) -> Iterator[Scene]:
         """The scenes of images ``0..N-1`` in order, one at a time."""
@@ -62,17 +64,17 @@ class ClassificationSplit:
         return out
 
 
-def class_major_split(subset: str, split: str, num_classes: int, per_class: int, *, seed: int,
+def class_major_split(subset: str, split: str, classes: Sequence[int], per_class: int, *, seed: int,
                       size: int) -> ClassificationSplit:
-    """``per_class`` images of class 0, then of class 1, ...: ``N = num_classes * per_class``."""
-    labels = np.repeat(np.arange(num_classes, dtype=np.int64), per_class)
-    return ClassificationSplit(subset, split, labels, within_class_index(labels), int(seed),
-                               int(num_classes), int(size))
+    """``per_class`` images of label 0, then of label 1, ...: ``N = len(classes) * per_class``."""
+    labels = np.repeat(np.arange(len(classes), dtype=np.int64), per_class)
+    return ClassificationSplit(subset, split, labels, within_class_index(labels), tuple(map(int, classes)),
+                               int(seed), int(size))
 
 
-def shuffled_split(rng: np.random.Generator, subset: str, split: str, num_classes: int, per_class: int, *,
-                   seed: int, size: int) -> ClassificationSplit:
-    """``per_class`` images of every class in an order drawn from ``rng`` (one permutation)."""
-    labels = rng.permutation(np.repeat(np.arange(num_classes, dtype=np.int64), per_class))
-    return ClassificationSplit(subset, split, labels, within_class_index(labels), int(seed),
-                               int(num_classes), int(size))
+def shuffled_split(rng: np.random.Generator, subset: str, split: str, classes: Sequence[int], per_class: int,
+                   *, seed: int, size: int) -> ClassificationSplit:
+    """``per_class`` images of every label in an order drawn from ``rng`` (one permutation)."""
+    labels = rng.permutation(np.repeat(np.arange(len(classes), dtype=np.int64), per_class))
+    return ClassificationSplit(subset, split, labels, within_class_index(labels), tuple(map(int, classes)),
+                               int(seed), int(size))
