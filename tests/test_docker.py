@@ -192,7 +192,7 @@ def test_dockerignore_keeps_sources_and_drops_local_state():
     assert tracked, "git ls-files listed nothing"
     dropped = [p for p in tracked if _docker_ignored(p, patterns)]
     assert not dropped, f"tracked files the image would miss: {dropped[:10]}"
-    for p in ("pretrain/data/synthetic.py", "docker/entrypoint.sh", "tools/setup_helpers/mmcv_build.sh"):
+    for p in ("pretrain/synthetic/world.py", "docker/entrypoint.sh", "tools/setup_helpers/mmcv_build.sh"):
         assert not _docker_ignored(p, patterns), p
     for p in (".venv/bin/python", "data/imagenet/train/x.JPEG", "runs/a/model.safetensors", ".git/HEAD",
               "pretrain/__pycache__/x.pyc", "work_dirs/a/iter_8.pth", "weights.pth"):

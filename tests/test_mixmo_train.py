@@ -18,7 +18,7 @@ CUT = os.path.join(CFG_DIR, "synthetic_cut_mixmo_cutmix.yaml")
 @pytest.fixture(scope="module")
 def cifar_root(tmp_path_factory):
     """A 4-class synthetic CIFAR-100-layout set (32 train / 8 val images per class) and its Tiny ImageNet twin."""
-    from pretrain.data.small import write_synthetic_small
+    from pretrain.synthetic import write_synthetic_small
     root = tmp_path_factory.mktemp("small")
     write_synthetic_small(str(root), "cifar100", num_classes=4, train_per_class=32, val_per_class=8, seed=0)
     write_synthetic_small(str(root), "tiny_imagenet", num_classes=4, train_per_class=8, val_per_class=4, seed=0)

@@ -1,5 +1,5 @@
-"""Tests of pretrain/data/small.py (CIFAR-10/100 and Tiny ImageNet readers, synthetic writers) and
-tools/make_synthetic_small.py. Files are decoded independently here (pickle + numpy, PIL) and compared
+"""Tests of pretrain/data/small.py (CIFAR-10/100 and Tiny ImageNet readers), the synthetic stand-ins of
+pretrain/synthetic/small.py and tools/make_synthetic_small.py. Files are decoded independently here (pickle + numpy, PIL) and compared
 with what the datasets return."""
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from PIL import Image
 
 from pretrain.data import small as S
 from pretrain.data.folders import UnreadableImageError
+from pretrain.synthetic import write_synthetic_small
 
 REPO = Path(__file__).resolve().parents[1]
 K, TRAIN_PER, VAL_PER = 6, 4, 3  # 24 train / 18 val images
@@ -28,7 +29,7 @@ K, TRAIN_PER, VAL_PER = 6, 4, 3  # 24 train / 18 val images
 def small_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("small")
     for fmt in S.SMALL_FORMATS:
-        S.write_synthetic_small(root, fmt, num_classes=K, train_per_class=TRAIN_PER, val_per_class=VAL_PER, seed=3)
+        write_synthetic_small(root, fmt, num_classes=K, train_per_class=TRAIN_PER, val_per_class=VAL_PER, seed=3)
     return root
 
 
@@ -161,7 +162,7 @@ def test_tiny_imagenet_round_trip(small_root):
 
 def test_synthetic_is_deterministic_and_seeded(tmp_path):
     def digest(root, fmt, seed):
-        path = S.write_synthetic_small(root, fmt, num_classes=3, train_per_class=2, val_per_class=2, seed=seed)
+        path = write_synthetic_small(root, fmt, num_classes=3, train_per_class=2, val_per_class=2, seed=seed)
         h = hashlib.sha256()
         for dirpath, _, files in sorted(os.walk(path)):
             for f in sorted(files):
@@ -174,10 +175,42 @@ def test_synthetic_is_deterministic_and_seeded(tmp_path):
         assert digest(tmp_path / "a", fmt, 1) != a  # rewriting its own output is allowed
 
 
+def test_synthetic_stand_ins_are_scenes_of_the_world(small_root):
+    """Every stand-in image is the world's one-object scene of its class (pretrain.synthetic.build_scene)."""
+    from pretrain.synthetic import build_scene, class_names
+    from pretrain.synthetic.small import stand_in_classes
+
+    world = stand_in_classes(K)
+    assert world == [0, 1, 3, 5, 6, 8] and stand_in_classes(10) == list(range(10))  # hues spread out
+    folder = small_root / "cifar-100-python"
+    names = class_names(10)
+    assert [n.decode() for n in _unpickle(folder / "meta")[b"fine_label_names"]] == [names[w] for w in world]
+    for split, fname in (("train", "train"), ("val", "test")):
+        d = _unpickle(folder / fname)
+        seen = {}
+        for row, label in zip(d[b"data"], d[b"fine_labels"]):
+            k = seen.get(label, 0)
+            seen[label] = k + 1
+            scene = build_scene("cifar100", split, k, seed=3, size=32, label=world[label])
+            assert len(scene.objects) == 1 and scene.objects[0].cls == world[label]
+            np.testing.assert_array_equal(row.reshape(3, 32, 32).transpose(1, 2, 0), scene.image)
+    # Tiny ImageNet: the boxes are the inclusive boxes of the labelled object's visible pixels
+    folder = small_root / "tiny-imagenet-200"
+    wnids = sorted((folder / "wnids.txt").read_text().split())
+    for c, w in enumerate(wnids):
+        lines = (folder / "train" / w / f"{w}_boxes.txt").read_text().splitlines()
+        assert len(lines) == TRAIN_PER
+        for ln in lines:
+            name, *box = ln.split("\t")
+            scene = build_scene("tiny_imagenet", "train", int(name[len(w) + 1:-5]), seed=3, label=world[c])
+            ys, xs = np.nonzero(scene.visible[scene.main])
+            assert [int(v) for v in box] == [xs.min(), ys.min(), xs.max(), ys.max()]
+
+
 @pytest.mark.slow
 def test_synthetic_cifar_is_learnable_by_a_small_net(tmp_path):
     torch.manual_seed(0)
-    S.write_synthetic_small(tmp_path, "cifar10", num_classes=10, train_per_class=16, val_per_class=6, seed=0)
+    write_synthetic_small(tmp_path, "cifar10", num_classes=10, train_per_class=16, val_per_class=6, seed=0)
     train = S.build_small_dataset("cifar10", tmp_path, "train", train=True)
     val = S.build_small_dataset("cifar10", tmp_path, "val", train=False)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
@@ -210,7 +243,7 @@ def test_unknown_format_and_split():
     with pytest.raises(ValueError, match="unknown split 'test'"):
         S.build_small_dataset("cifar10", "/nonexistent", "test", train=False)
     with pytest.raises(ValueError, match="unknown small dataset format"):
-        S.write_synthetic_small("/tmp", "imagenet")
+        write_synthetic_small("/tmp", "imagenet")
     assert [S.small_num_classes(f) for f in S.SMALL_FORMATS] == [10, 100, 200]
 
 
@@ -315,7 +348,7 @@ def test_synthetic_writer_does_not_replace_a_real_dataset(tmp_path):
     (tmp_path / "cifar-100-python").mkdir()
     (tmp_path / "cifar-100-python" / "train").write_bytes(b"real data")
     with pytest.raises(FileExistsError, match="not written by write_synthetic_small"):
-        S.write_synthetic_small(tmp_path, "cifar100", num_classes=2, train_per_class=1, val_per_class=1)
+        write_synthetic_small(tmp_path, "cifar100", num_classes=2, train_per_class=1, val_per_class=1)
     assert (tmp_path / "cifar-100-python" / "train").read_bytes() == b"real data"
 
 
@@ -343,6 +376,20 @@ def test_cli_writes_a_readable_set_and_rejects_bad_formats(tmp_path, capsys):
     assert e.value.code == 2 and "invalid choice: 'cifar1000'" in capsys.readouterr().err
     assert cli.main(["--format", "cifar10", "--out", str(tmp_path), "--num-classes", "0"]) == 2
     assert "num_classes must be >= 1" in capsys.readouterr().err
+
+
+def test_console_script_writes_every_format(tmp_path, capsys):
+    from pretrain.synthetic.cli import main
+
+    assert main(["--format", "cifar100", "--out", str(tmp_path), "--num-classes", "3", "--train-per-class", "2",
+                 "--val-per-class", "1", "--seed", "2"]) == 0
+    assert str(tmp_path / "cifar-100-python") in capsys.readouterr().out
+    assert len(S.build_small_dataset("cifar100", tmp_path, "train", train=False)) == 6
+    with pytest.raises(SystemExit) as e:  # options of the ImageNet/ADE20K/COCO/VOC world are refused
+        main(["--format", "cifar10", "--out", str(tmp_path), "--only", "voc"])
+    assert e.value.code == 2 and "--only applies to --format world only" in capsys.readouterr().err
+    assert main(["--format", "tiny_imagenet", "--out", str(tmp_path), "--num-classes", "101"]) == 2
+    assert "at most 100 (the classes of the synthetic world)" in capsys.readouterr().err
 
 
 def test_cli_runs_as_a_script(tmp_path):

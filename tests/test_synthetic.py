@@ -1,4 +1,5 @@
-"""Tests of the synthetic data generator (pretrain/data/synthetic.py) and its CLI."""
+"""Tests of the synthetic world (pretrain/synthetic: classes, scenes, rendering, the ImageNet/ADE20K/COCO/VOC
+writers, generate()) and its CLI."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pretrain.data import synthetic as S
+from pretrain import synthetic as S
+from pretrain.synthetic import generator, render, scenes, shapes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,11 +69,11 @@ def test_classification_scene_has_dominant_object_and_small_distractors():
         assert sc.main == len(sc.objects) - 1 and main.cls == label
         assert len(sc.objects) <= 3
         fracs.append(sc.visible[sc.main].mean())
-        main_area = S._shape_area(main.shape) * main.radius ** 2
+        main_area = shapes.shape_area(main.shape) * main.radius ** 2
         for obj in sc.objects[:-1]:
             n_distractors += 1
             assert obj.cls != label
-            assert S._shape_area(obj.shape) * obj.radius ** 2 <= 0.25 * main_area + 1e-6
+            assert shapes.shape_area(obj.shape) * obj.radius ** 2 <= 0.25 * main_area + 1e-6
         assert specs[label].shape == main.shape
     fracs = np.array(fracs)
     assert fracs.min() > 0.08 and fracs.max() < 0.75 and 0.2 < fracs.mean() < 0.55
@@ -225,7 +227,7 @@ def test_polygons_rasterise_back_to_the_mask():
     for i, spec in enumerate(specs):  # every shape, rotated; some cut by the border
         obj = S.sample_object(np.random.default_rng(i), spec, cx=5 + 6 * i,
                               cy=25 + (i % 3) * 9, radius=8 + 2 * (i % 4))
-        m = S._draw_object(np.zeros((h, w, 3)), obj, np.random.default_rng(0))
+        m = render.draw_object(np.zeros((h, w, 3)), obj, np.random.default_rng(0))
         cases.append((m, spec.shape == "ring"))
     split = _disc(h, w, 30, 25, 15)
     split[:, 27:33] = False  # cut in two pieces by an occluder
@@ -399,7 +401,7 @@ def test_interrupted_run_does_not_look_complete(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(S._WRITERS, "ade", boom)
+    monkeypatch.setitem(generator.WRITERS, "ade", boom)
     with pytest.raises(KeyboardInterrupt):
         S.generate(out, seed=0, **{**TINY, "only": "voc,ade"})
     assert not (out / "synthetic.json").exists()
@@ -414,8 +416,8 @@ def test_invalid_arguments():
     with pytest.raises(ValueError):
         S.generate("/nonexistent/never", only="imagenet,cifar")
     with pytest.raises(ValueError):
-        S._parse_size("10x10x3")
-    assert S._parse_size("64x48") == (64, 48) and S._parse_size(32) == (32, 32)
+        scenes.parse_size("10x10x3")
+    assert scenes.parse_size("64x48") == (64, 48) and scenes.parse_size(32) == (32, 32)
 
 
 def test_cli_writes_summary_and_is_idempotent(tmp_path):

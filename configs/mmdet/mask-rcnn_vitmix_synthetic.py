@@ -1,5 +1,5 @@
 # CPU-sized Mask R-CNN run on the synthetic COCO-format set
-# (pretrain.data.synthetic / tools/make_synthetic.py):
+# (pretrain.synthetic / tools/make_synthetic.py):
 #   {DIR}/coco/annotations/instances_{train,val}.json, {DIR}/coco/{train,val}/*.jpg
 #   {DIR}/classes.json (class names, index order = category ids 1..K)
 # DIR defaults to data/synthetic; VITMIX_SYNTHETIC_DIR=DIR selects another one

@@ -1,5 +1,5 @@
 # CPU-sized Linear-decoder run on the synthetic ADE20K-layout data
-# (pretrain.data.synthetic / tools/make_synthetic.py):
+# (pretrain.synthetic / tools/make_synthetic.py):
 #   {DIR}/ade/images/{training,validation}/*.jpg
 #   {DIR}/ade/annotations/{training,validation}/*.png  (class c stored as c+1, 0 = ignore)
 #   {DIR}/classes.json                                 (class names, index order)

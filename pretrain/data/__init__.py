@@ -1,1 +1,1 @@
-"""Data utilities: datasets, transforms and the synthetic data generator."""
+"""Data loading: datasets, transforms and samplers (the synthetic world that writes data is :mod:`pretrain.synthetic`)."""

@@ -1,4 +1,7 @@
-"""CIFAR-10, CIFAR-100 and Tiny ImageNet in their published on-disk layouts, and synthetic stand-ins.
+"""CIFAR-10, CIFAR-100 and Tiny ImageNet read from their published on-disk layouts.
+
+The layout names are in :mod:`pretrain.data.small_layout`; synthetic stand-ins in these layouts are written
+by :func:`pretrain.synthetic.write_synthetic_small` (``vitmix-make-synthetic --format cifar100``).
 
 Nothing is downloaded: a missing dataset is a ``FileNotFoundError`` that names the path that was
 looked for, the layout expected there and where to get the data (see ``docs/data_small.md``).
@@ -37,12 +40,9 @@ normalised with the dataset's channel statistics (:data:`NORMALIZATION`).
 """
 from __future__ import annotations
 
-import colorsys
-import json
 import logging
 import os
 import pickle
-import shutil
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -50,15 +50,12 @@ import torch
 from torch.utils.data import Dataset
 
 from .folders import load_rgb
+from .small_layout import (ARCHIVE_FOLDERS, CIFAR_FILES, CIFAR_LABEL_KEYS, CIFAR_NAMES_KEYS, NATIVE_SIZE,
+                           NUM_CLASSES, SMALL_FORMATS, TINY_IMAGENET_WNIDS, check_format)
 
 log = logging.getLogger(__name__)
 
-SMALL_FORMATS = ("cifar10", "cifar100", "tiny_imagenet")
-
-_NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "tiny_imagenet": 200}
-_NATIVE_SIZE = {"cifar10": 32, "cifar100": 32, "tiny_imagenet": 64}
 _CROP_PAD = {"cifar10": 4, "cifar100": 4, "tiny_imagenet": 8}
-_FOLDER = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python", "tiny_imagenet": "tiny-imagenet-200"}
 _PRETTY = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "tiny_imagenet": "Tiny ImageNet"}
 _SOURCE = {
     "cifar10": "cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html",
@@ -75,35 +72,21 @@ NORMALIZATION: Dict[str, Tuple[Tuple[float, float, float], Tuple[float, float, f
     "tiny_imagenet": ((0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821)),
 }
 
-_CIFAR_FILES = {
-    "cifar10": {"train": [f"data_batch_{i}" for i in range(1, 6)], "val": ["test_batch"], "meta": "batches.meta"},
-    "cifar100": {"train": ["train"], "val": ["test"], "meta": "meta"},
-}
-_CIFAR_LABEL_KEY = {"cifar10": "labels", "cifar100": "fine_labels"}
-_CIFAR_NAMES_KEY = {"cifar10": "label_names", "cifar100": "fine_label_names"}
 _SPLITS = ("train", "val")
-_SYNTH_MARKER = ".synthetic_small.json"
 
 
 # ---------------------------------------------------------------------------
 # names, checks, transforms
 # ---------------------------------------------------------------------------
 
-def check_format(fmt: str) -> str:
-    """``fmt`` if it is one of :data:`SMALL_FORMATS`, else a ``ValueError`` listing them."""
-    if fmt not in SMALL_FORMATS:
-        raise ValueError(f"unknown small dataset format {fmt!r}; expected one of {', '.join(SMALL_FORMATS)}")
-    return fmt
-
-
 def small_num_classes(fmt: str) -> int:
     """Number of classes of the real dataset: 10 (cifar10), 100 (cifar100), 200 (tiny_imagenet)."""
-    return _NUM_CLASSES[check_format(fmt)]
+    return NUM_CLASSES[check_format(fmt)]
 
 
 def small_native_size(fmt: str) -> int:
     """Image side of the dataset: 32 (CIFAR) or 64 (Tiny ImageNet)."""
-    return _NATIVE_SIZE[check_format(fmt)]
+    return NATIVE_SIZE[check_format(fmt)]
 
 
 def _check_split(split: str) -> str:
@@ -135,13 +118,13 @@ def resolve_small_root(fmt: str, root: str) -> str:
     (``batches.meta`` / ``meta`` / ``wnids.txt``)."""
     fmt = check_format(fmt)
     root = os.fspath(root)
-    marker = _CIFAR_FILES[fmt]["meta"] if fmt in _CIFAR_FILES else "wnids.txt"
+    marker = CIFAR_FILES[fmt]["meta"] if fmt in CIFAR_FILES else TINY_IMAGENET_WNIDS
     if not os.path.isdir(root):
         raise _missing(fmt, root, f"the folder {root}")
-    for cand in (os.path.join(root, _FOLDER[fmt]), root):
+    for cand in (os.path.join(root, ARCHIVE_FOLDERS[fmt]), root):
         if os.path.isfile(os.path.join(cand, marker)):
             return cand
-    sub = os.path.join(root, _FOLDER[fmt])
+    sub = os.path.join(root, ARCHIVE_FOLDERS[fmt])
     raise _missing(fmt, root, os.path.join(sub if os.path.isdir(sub) else root, marker))
 
 
@@ -154,7 +137,7 @@ def build_small_transform(fmt: str, train: bool, img_size: Optional[int] = None)
     from torchvision.transforms import v2
 
     fmt = check_format(fmt)
-    native = _NATIVE_SIZE[fmt]
+    native = NATIVE_SIZE[fmt]
     size = native if img_size is None else int(img_size)
     if size < 1:
         raise ValueError(f"img_size must be positive, got {img_size}")
@@ -217,9 +200,9 @@ def load_cifar_pickle(path: str) -> Dict[str, Any]:
 
 
 def _cifar_names(fmt: str, folder: str) -> List[str]:
-    path = os.path.join(folder, _CIFAR_FILES[fmt]["meta"])
+    path = os.path.join(folder, CIFAR_FILES[fmt]["meta"])
     meta = load_cifar_pickle(path)
-    key = _CIFAR_NAMES_KEY[fmt]
+    key = CIFAR_NAMES_KEYS[fmt]
     if key not in meta:
         raise ValueError(f"{path}: no {key!r} entry (keys: {sorted(meta)}); is this a {_PRETTY[fmt]} folder?")
     names = [_text(n) for n in meta[key]]
@@ -233,7 +216,7 @@ def _cifar_names(fmt: str, folder: str) -> List[str]:
 def _cifar_batch(fmt: str, path: str, num_classes: int) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
     """``(images uint8 (N, 32, 32, 3), labels int64 (N,), coarse labels or None)`` of one batch file."""
     d = load_cifar_pickle(path)
-    key = _CIFAR_LABEL_KEY[fmt]
+    key = CIFAR_LABEL_KEYS[fmt]
     for k in ("data", key):
         if k not in d:
             raise ValueError(f"{path}: no {k!r} entry (keys: {sorted(d)}); is this a {_PRETTY[fmt]} batch?")
@@ -267,17 +250,17 @@ class CifarDataset(Dataset):
 
     def __init__(self, fmt: str, root: str, split: str, transform=None, num_classes: Optional[int] = None):
         fmt = check_format(fmt)
-        if fmt not in _CIFAR_FILES:
+        if fmt not in CIFAR_FILES:
             raise ValueError(f"CifarDataset reads cifar10/cifar100, not {fmt!r}")
         split = _check_split(split)
         folder = resolve_small_root(fmt, root)
-        files = [os.path.join(folder, n) for n in _CIFAR_FILES[fmt][split]]
+        files = [os.path.join(folder, n) for n in CIFAR_FILES[fmt][split]]
         for p in files:
             if not os.path.isfile(p):
                 raise _missing(fmt, os.fspath(root), p)
         self.classes = _cifar_names(fmt, folder)
         if num_classes is not None and len(self.classes) != int(num_classes):
-            raise ValueError(f"{os.path.join(folder, _CIFAR_FILES[fmt]['meta'])} names {len(self.classes)} classes "
+            raise ValueError(f"{os.path.join(folder, CIFAR_FILES[fmt]['meta'])} names {len(self.classes)} classes "
                              f"but {num_classes} are expected")
         parts = [_cifar_batch(fmt, p, len(self.classes)) for p in files]
         self.data = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
@@ -327,7 +310,7 @@ def _report_skips(kind: str, names: Sequence[str], where: str, strict: bool) -> 
 
 def read_tiny_imagenet_wnids(folder: str) -> List[str]:
     """Sorted wnids of ``folder/wnids.txt`` (``ValueError`` on duplicates or an empty file)."""
-    path = os.path.join(folder, "wnids.txt")
+    path = os.path.join(folder, TINY_IMAGENET_WNIDS)
     wnids = [w.strip() for w in _read_lines(path) if w.strip()]
     if not wnids:
         raise ValueError(f"{path}: no wnids")
@@ -483,221 +466,3 @@ def check_small_splits(train_set, val_set) -> None:
     t = np.asarray(val_set.targets)
     if t.size and (t.min() < 0 or t.max() >= len(a)):
         raise ValueError(f"val ({val_set.root}) has labels outside [0, {len(a)})")
-
-
-# ---------------------------------------------------------------------------
-# synthetic stand-ins
-# ---------------------------------------------------------------------------
-
-_N_TEXTURES = 10
-
-
-def _class_codes(num_classes: int) -> Tuple[np.ndarray, np.ndarray, int]:
-    """``(hue index, texture index)`` per class, all pairs distinct, neighbouring classes far apart in
-    hue. ``H`` hues (at least ``min(K, 12)``) and 10 textures; class ``c`` gets hue ``c % H`` and
-    texture ``(c // H + c % H) % 10`` (a Latin-square shift, distinct while ``K <= 10 H``)."""
-    n_hue = max(min(num_classes, 12), -(-num_classes // _N_TEXTURES))
-    c = np.arange(num_classes)
-    return c % n_hue, (c // n_hue + c % n_hue) % _N_TEXTURES, n_hue
-
-
-def _texture(t: np.ndarray, size: int, shift: np.ndarray) -> np.ndarray:
-    """Second-colour weight in {0, 1}, bool ``(n, size, size)``, for texture ids ``t`` ``(n,)`` and
-    integer phase shifts ``shift`` ``(n, 2)``. All textures are invariant to horizontal flips up to a
-    phase (no diagonals), so the flip augmentation keeps a class recognisable."""
-    y = np.arange(size)[None, :, None] + shift[:, 0, None, None]  # (n, size, 1)
-    x = np.arange(size)[None, None, :] + shift[:, 1, None, None]  # (n, 1, size)
-    s = size / 32.0
-    p4, p8, p6 = max(2, round(4 * s)), max(2, round(8 * s)), max(3, round(6 * s))
-    g = max(1, p6 // 4)
-    makers = (
-        lambda y, x: np.zeros(np.broadcast(y, x).shape, bool),   # 0 solid
-        lambda y, x: (y % p4) < p4 // 2,                         # 1 fine horizontal stripes
-        lambda y, x: (x % p4) < p4 // 2,                         # 2 fine vertical stripes
-        lambda y, x: ((y % p4) < p4 // 2) ^ ((x % p4) < p4 // 2),  # 3 fine checker
-        lambda y, x: (y % p8) < p8 // 2,                         # 4 coarse horizontal stripes
-        lambda y, x: (x % p8) < p8 // 2,                         # 5 coarse vertical stripes
-        lambda y, x: ((y % p8) < p8 // 2) ^ ((x % p8) < p8 // 2),  # 6 coarse checker
-        lambda y, x: ((y % p6) < p6 // 3) & ((x % p6) < p6 // 3),  # 7 dots
-        lambda y, x: ((y % p6) < g) | ((x % p6) < g),            # 8 grid
-        lambda y, x: (y % 2) == 0,                               # 9 finest horizontal lines
-    )
-    out = np.zeros((len(t), size, size), bool)
-    for k, make in enumerate(makers):  # loop over the 10 textures, not over images
-        sel = np.flatnonzero(t == k)
-        if sel.size:
-            out[sel] = np.broadcast_to(make(y[sel], x[sel]), (sel.size, size, size))
-    return out
-
-
-def _render(labels: np.ndarray, num_classes: int, size: int, rng: np.random.Generator,
-            chunk: int = 512) -> np.ndarray:
-    """uint8 ``(n, size, size, 3)`` images of classes ``labels`` ``(n,)``: class hue and texture, per-image
-    jitter of hue, saturation, brightness and texture phase, a distractor blob of a random colour and
-    Gaussian pixel noise. Rendered in chunks of ``chunk`` images (bounded memory)."""
-    n = len(labels)
-    hue_idx, tex_idx, n_hue = _class_codes(num_classes)
-    out = np.empty((n, size, size, 3), np.uint8)
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    for lo in range(0, n, chunk):
-        lab = labels[lo:lo + chunk]
-        m = len(lab)
-        hue = hue_idx[lab] / n_hue + rng.uniform(-0.15, 0.15, m) / n_hue
-        sat, val = rng.uniform(0.55, 0.95, m), rng.uniform(0.6, 0.95, m)
-        c1 = np.array([colorsys.hsv_to_rgb(h % 1.0, s, v) for h, s, v in zip(hue, sat, val)]).reshape(m, 3)
-        c2 = c1 * rng.uniform(0.25, 0.45, (m, 1))
-        w = _texture(tex_idx[lab], size, rng.integers(0, size, (m, 2)))[..., None]
-        img = np.where(w, c2[:, None, None, :], c1[:, None, None, :])
-        cy, cx, r = rng.uniform(0, 1, m), rng.uniform(0, 1, m), rng.uniform(0.08, 0.2, m)
-        blob = np.exp(-((yy[None] - cy[:, None, None]) ** 2 + (xx[None] - cx[:, None, None]) ** 2)
-                      / (2 * r[:, None, None] ** 2))
-        a = 0.6 * blob[..., None]
-        img = img * (1 - a) + rng.uniform(0, 1, (m, 1, 1, 3)) * a
-        img = img * 255.0 + rng.normal(0, 10, img.shape)
-        out[lo:lo + m] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
-    return out
-
-
-def _split_labels(num_classes: int, per_class: int, rng: np.random.Generator) -> np.ndarray:
-    return rng.permutation(np.repeat(np.arange(num_classes), per_class))
-
-
-def _synthetic_names(fmt: str, num_classes: int) -> List[str]:
-    if fmt == "tiny_imagenet":
-        return [f"n{90000000 + 1013 * c:08d}" for c in range(num_classes)]  # increasing: sorted = class order
-    return [f"synthetic_{c:03d}" for c in range(num_classes)]
-
-
-def _dump(obj: Dict[bytes, Any], path: str) -> None:
-    with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=2)
-
-
-def _write_cifar(out: str, fmt: str, num_classes: int, train_per_class: int, val_per_class: int,
-                 rng: np.random.Generator) -> None:
-    names = _synthetic_names(fmt, num_classes)
-    to_rows = lambda imgs: np.ascontiguousarray(imgs.transpose(0, 3, 1, 2).reshape(len(imgs), 3072))  # noqa: E731
-    splits = {}
-    for split, per in (("train", train_per_class), ("val", val_per_class)):
-        labels = _split_labels(num_classes, per, rng)
-        splits[split] = (labels, to_rows(_render(labels, num_classes, 32, rng)))
-    label_key = _CIFAR_LABEL_KEY[fmt].encode()
-    for split, files in (("train", _CIFAR_FILES[fmt]["train"]), ("val", _CIFAR_FILES[fmt]["val"])):
-        labels, rows = splits[split]
-        chunks = np.array_split(np.arange(len(labels)), len(files))
-        for fname, idx in zip(files, chunks):
-            d: Dict[bytes, Any] = {
-                b"batch_label": f"synthetic {fname}".encode(),
-                label_key: [int(v) for v in labels[idx]],
-                b"data": rows[idx],
-                b"filenames": [f"synthetic_{split}_{int(i):06d}.png".encode() for i in idx],
-            }
-            if fmt == "cifar100":
-                d[b"coarse_labels"] = [int(v) // 5 for v in labels[idx]]
-            _dump(d, os.path.join(out, fname))
-    if fmt == "cifar10":
-        per_batch = -(-len(splits["train"][0]) // len(_CIFAR_FILES[fmt]["train"]))
-        meta = {b"num_cases_per_batch": int(per_batch), b"label_names": [n.encode() for n in names],
-                b"num_vis": 3072}
-    else:
-        meta = {b"fine_label_names": [n.encode() for n in names],
-                b"coarse_label_names": [f"synthetic_super_{c:02d}".encode() for c in range(-(-num_classes // 5))]}
-    _dump(meta, os.path.join(out, _CIFAR_FILES[fmt]["meta"]))
-
-
-def _write_tiny(out: str, num_classes: int, train_per_class: int, val_per_class: int,
-                rng: np.random.Generator, gray_every: int = 20) -> None:
-    from PIL import Image
-
-    wnids = _synthetic_names("tiny_imagenet", num_classes)
-    order = rng.permutation(num_classes)  # the real wnids.txt is not sorted either
-    with open(os.path.join(out, "wnids.txt"), "w") as f:
-        f.writelines(f"{wnids[i]}\n" for i in order)
-    with open(os.path.join(out, "words.txt"), "w") as f:
-        f.writelines(f"{w}\tsynthetic class {c}, texture and colour\n" for c, w in enumerate(wnids))
-
-    def save(img: np.ndarray, path: str, k: int) -> None:
-        im = Image.fromarray(img, "RGB")
-        if k % gray_every == 7:  # a few grayscale files, as in the real set
-            im = im.convert("L")
-        im.save(path, "JPEG", quality=92)
-
-    k = 0
-    labels = np.repeat(np.arange(num_classes), train_per_class)
-    imgs = _render(labels, num_classes, 64, rng)
-    for c, w in enumerate(wnids):
-        idir = os.path.join(out, "train", w, "images")
-        os.makedirs(idir)
-        boxes = []
-        for i in range(train_per_class):
-            name = f"{w}_{i}.JPEG"
-            save(imgs[c * train_per_class + i], os.path.join(idir, name), k)
-            k += 1
-            x0, y0 = (int(v) for v in rng.integers(0, 24, 2))
-            boxes.append(f"{name}\t{x0}\t{y0}\t{x0 + 40}\t{y0 + 40}\n")
-        with open(os.path.join(out, "train", w, f"{w}_boxes.txt"), "w") as f:
-            f.writelines(boxes)
-    vdir = os.path.join(out, "val", "images")
-    os.makedirs(vdir)
-    labels = _split_labels(num_classes, val_per_class, rng)
-    imgs = _render(labels, num_classes, 64, rng)
-    lines = []
-    for i, (lbl, img) in enumerate(zip(labels, imgs)):
-        name = f"val_{i}.JPEG"
-        save(img, os.path.join(vdir, name), i)
-        x0, y0 = (int(v) for v in rng.integers(0, 24, 2))
-        lines.append(f"{name}\t{wnids[int(lbl)]}\t{x0}\t{y0}\t{x0 + 40}\t{y0 + 40}\n")
-    with open(os.path.join(out, "val", "val_annotations.txt"), "w") as f:
-        f.writelines(lines)
-
-
-def write_synthetic_small(root: str, fmt: str, num_classes: int = 10, train_per_class: int = 50,
-                          val_per_class: int = 10, seed: int = 0) -> str:
-    """Write a small learnable dataset in the real on-disk layout of ``fmt`` and return its folder.
-
-    Class ``c`` has a hue and one of 10 flip-invariant textures (stripes, checkers, dots, grid; all
-    (hue, texture) pairs distinct), with per-image jitter, a distractor blob and pixel noise; a small
-    network separates the classes within a few hundred steps. The folder is
-    ``root/cifar-10-batches-py`` (``data_batch_1..5``, ``test_batch``, ``batches.meta``),
-    ``root/cifar-100-python`` (``train``, ``test``, ``meta``; fine labels, coarse label ``c // 5``) or
-    ``root/tiny-imagenet-200`` (``wnids.txt`` in shuffled order, ``words.txt``,
-    ``train/<wnid>/images/<wnid>_<i>.JPEG`` + ``<wnid>_boxes.txt``, ``val/images/val_<i>.JPEG`` +
-    ``val/val_annotations.txt``; every 20th image of a split, from its 8th on, is saved as a grayscale
-    JPEG). Tiny ImageNet wnids increase with the class index, so label ``c`` is class ``c``.
-
-    The output depends only on the arguments (deterministic for a seed). It is written to a temporary
-    folder and renamed into place; an existing folder is replaced only if it was written by this
-    function (``FileExistsError`` for anything else, e.g. a real dataset)."""
-    fmt = check_format(fmt)
-    num_classes, train_per_class, val_per_class = int(num_classes), int(train_per_class), int(val_per_class)
-    if not 1 <= num_classes <= 100000:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    if train_per_class < 1 or val_per_class < 1:
-        raise ValueError("train_per_class and val_per_class must be >= 1")
-    if fmt == "cifar10" and num_classes * train_per_class < 5:
-        raise ValueError("cifar10 needs at least 5 training images (one per data_batch file)")
-    if int(seed) < 0:
-        raise ValueError("seed must be non-negative")
-    root = os.fspath(root)
-    os.makedirs(root, exist_ok=True)
-    dest = os.path.join(root, _FOLDER[fmt])
-    if os.path.exists(dest) and not os.path.isfile(os.path.join(dest, _SYNTH_MARKER)):
-        raise FileExistsError(f"{dest} exists and was not written by write_synthetic_small; not replacing it")
-    tmp = f"{dest}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), SMALL_FORMATS.index(fmt), num_classes]))
-    try:
-        if fmt == "tiny_imagenet":
-            _write_tiny(tmp, num_classes, train_per_class, val_per_class, rng)
-        else:
-            _write_cifar(tmp, fmt, num_classes, train_per_class, val_per_class, rng)
-        with open(os.path.join(tmp, _SYNTH_MARKER), "w") as f:
-            json.dump({"format": fmt, "num_classes": num_classes, "train_per_class": train_per_class,
-                       "val_per_class": val_per_class, "seed": int(seed)}, f)
-        if os.path.exists(dest):
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
