@@ -49,7 +49,10 @@ def _colors(n: int):
 
 
 def plot_occlusion(rows: Sequence[Dict], path: str) -> str:
-    """Top-1 vs drop ratio, one panel per mode, one line per checkpoint (cf. TransMix Fig. 3)."""
+    """Top-1 vs drop ratio, one panel per mode, one line per checkpoint.
+
+    The layout of the occlusion figure of the TransMix paper (arXiv:2111.09833).
+    """
     modes = [m for m in MODE_TITLES if any(r["mode"] == m for r in rows)]
     names = _names(rows)
     fig = _figure(4.2 * len(modes), 3.6)
