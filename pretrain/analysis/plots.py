@@ -71,7 +71,10 @@ def plot_occlusion(rows: Sequence[Dict], path: str) -> str:
 
 
 def plot_shuffle(rows: Sequence[Dict], path: str) -> str:
-    """Top-1 vs shuffle grid size, one line per checkpoint, the mean in the legend (cf. Fig. 4)."""
+    """Top-1 vs shuffle grid size, one line per checkpoint, the mean in the legend.
+
+    The layout of the patch-shuffling figure of the TransMix paper (arXiv:2111.09833).
+    """
     names = _names(rows)
     sizes = sorted({r["grid_size"] for r in rows if r["grid_size"] != "mean"})
     fig = _figure(5.0, 3.8)
