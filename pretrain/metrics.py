@@ -17,11 +17,16 @@ Definitions (``N`` samples, ``K`` classes, softmax probabilities ``p``):
 * ``top1``/``top5``: % of samples whose label is among the 1/``min(5, K)`` largest logits (ties go
   to the lower class index, as ``torch.topk``/``argmax``);
 * ``nll``: mean cross-entropy ``-log p[label]`` in nats (float64 log-softmax);
-* ``ece``: top-label expected calibration error (Guo et al., 2017), in %: the confidence
+* ``ece``: top-label expected calibration error ("On Calibration of Modern Neural Networks", Guo et al.,
+  ICML 2017, arXiv:1706.04599), in %: the confidence
   ``max_k p_k`` falls in one of ``n_bins`` equal-width bins ``(b/B, (b+1)/B]`` (a confidence exactly on
   an edge belongs to the lower bin; the first bin also holds 0), and
   ``ECE = 100 * sum_b n_b / N * |acc_b - conf_b|`` with ``acc_b``/``conf_b`` the bin's accuracy and mean
   confidence (empty bins contribute nothing).
+
+:class:`MultiHeadMeter` scores the heads of a MixMo network and their ensemble ("MixMo: Mixing Multiple
+Inputs for Multiple Outputs via Deep Subnetworks", Ramé et al., ICCV 2021, arXiv:2103.06132; official
+code: alexrame/mixmo-pytorch).
 
 Accumulation stays on the device of the logits (no host synchronisation per batch apart from the label
 range check).

@@ -1,4 +1,12 @@
-"""Robustness and attention-quality studies of ViT classifiers (TransMix sections 4.3-4.4).
+"""Robustness and attention-quality studies of ViT classifiers.
+
+The studies are those of the robustness analysis and the attention-quality experiments of
+"TransMix: Attend to Mix for Vision Transformers", Chen et al., CVPR 2022, arXiv:2111.09833 (official
+code: Beckschen/TransMix): occlusion by patch dropping and patch shuffling
+(protocols of "Intriguing Properties of Vision Transformers", Naseer et al., NeurIPS 2021,
+arXiv:2105.10497), natural adversarial examples ("Natural Adversarial Examples", Hendrycks et al.,
+CVPR 2021, arXiv:1907.07174) and the CLS attention as a weakly-supervised mask. Each module cites what
+it follows; docs/references.md lists every reference.
 
 One command per study in ``tools/analyze.py`` (occlusion, shuffle, natural-adversarial,
 attention, and ``all`` for the synthetic demo); each writes ``<study>.csv``, ``<study>.json`` and

@@ -1,4 +1,11 @@
-"""Quality of the CLS attention as a weakly-supervised mask (TransMix section 4.4).
+"""Quality of the CLS attention as a weakly-supervised mask.
+
+This is the attention-quality experiment of "TransMix: Attend to Mix for Vision Transformers",
+Chen et al., CVPR 2022, arXiv:2111.09833 (weakly-supervised segmentation on Pascal VOC 2012 and
+weakly-supervised localisation on ImageNet), with the attention thresholded and scored as in DINO
+("Emerging Properties in Self-Supervised Vision Transformers", Caron et al., ICCV 2021,
+arXiv:2104.14294; official code: facebookresearch/dino).
+Pascal VOC: "The PASCAL Visual Object Classes (VOC) Challenge", Everingham et al., IJCV 2010.
 
 The head-averaged CLS attention of the last block, ``A`` of shape (B, h, w), is thresholded as in
 DINO: per image, keep the smallest set of patches holding at least ``keep_mass`` (e.g. 0.6) of the
@@ -12,8 +19,8 @@ attention mass. The binary patch mask is upsampled (nearest) to the image and sc
     component of the mask (8-connectivity by default; ties go to the component met first in
     raster order) against the ground-truth boxes (Pascal-VOC XML, as the ImageNet val boxes are
     distributed). A prediction is correct when its IoU with *any* ground-truth box of the image
-    is >= 0.5 ("GT-known" localisation accuracy, the convention the paper follows); ``top1_loc``
-    additionally needs the correct top-1 class.
+    is >= 0.5 ("GT-known" localisation accuracy, the convention the TransMix paper follows);
+    ``top1_loc`` additionally needs the correct top-1 class.
 
 Images are resized to the model's input (no crop) and masks/boxes are mapped to that frame,
 so the whole batch is scored with tensor ops; box IoU is invariant to that axis-aligned scaling,

@@ -5,7 +5,8 @@ A checkpoint is named on the command line as ``name=path`` (the name labels rows
 lines). It can be
 
 * one of our pretraining checkpoints (safetensors with ``format``/``arch`` metadata, timm keys);
-* a timm / official DeiT / DINO ``.pth`` or ``.safetensors`` file (``model``/``state_dict``
+* a timm / official DeiT (facebookresearch/deit) / DINO (facebookresearch/dino; papers in
+  docs/references.md) ``.pth`` or ``.safetensors`` file (``model``/``state_dict``
   wrappers and ``module.`` prefixes are unwrapped); the architecture is inferred from the tensor
   shapes, the head count from the width (64 channels per head, as every DeiT/ViT/DINO model)
   unless ``num_heads`` is given;

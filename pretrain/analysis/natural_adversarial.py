@@ -1,6 +1,12 @@
-"""Natural adversarial examples (ImageNet-A; TransMix section 4.3) and other class-subset test
-sets (ImageNet-R, ...): a 1k-class model is scored on a folder holding only a subset of its
-classes by restricting its logits to those classes.
+"""Natural adversarial examples (ImageNet-A) and other class-subset test sets (ImageNet-R, ...):
+a 1k-class model is scored on a folder holding only a subset of its classes by restricting its
+logits to those classes.
+
+ImageNet-A: "Natural Adversarial Examples", Hendrycks et al., CVPR 2021, arXiv:1907.07174 (data and
+code: hendrycks/natural-adv-examples), as evaluated in the robustness analysis of "TransMix: Attend
+to Mix for Vision Transformers", Chen et al., CVPR 2022, arXiv:2111.09833. ImageNet-R: "The Many
+Faces of Robustness: A Critical Analysis of Out-of-Distribution Generalization", Hendrycks et al.,
+ICCV 2021, arXiv:2006.16241.
 
 The folder has the ImageNet layout ``root/<wnid>/<image>`` (ImageNet-A: 200 wnid folders).
 Folders are taken in sorted order (torchvision ``ImageFolder``), so subset class ``i`` is the

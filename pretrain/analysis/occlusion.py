@@ -1,5 +1,8 @@
-"""Occlusion robustness by patch dropping (Naseer et al., "Intriguing Properties of Vision
-Transformers"; TransMix section 4.3, Figure 3).
+"""Occlusion robustness by patch dropping.
+
+Protocol of "Intriguing Properties of Vision Transformers", Naseer et al., NeurIPS 2021,
+arXiv:2105.10497, as applied in the occlusion experiment of the robustness analysis of
+"TransMix: Attend to Mix for Vision Transformers", Chen et al., CVPR 2022, arXiv:2111.09833.
 
 The image is cut into the model's ``h x w`` patch grid and a fraction ``ratio`` of the ``P = h*w``
 patches is *dropped*: set to zero after normalisation (the dataset mean colour), then the

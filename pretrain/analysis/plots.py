@@ -49,7 +49,10 @@ def _colors(n: int):
 
 
 def plot_occlusion(rows: Sequence[Dict], path: str) -> str:
-    """Top-1 vs drop ratio, one panel per mode, one line per checkpoint (cf. TransMix Fig. 3)."""
+    """Top-1 vs drop ratio, one panel per mode, one line per checkpoint.
+
+    The layout of the occlusion figure of the TransMix paper (arXiv:2111.09833).
+    """
     modes = [m for m in MODE_TITLES if any(r["mode"] == m for r in rows)]
     names = _names(rows)
     fig = _figure(4.2 * len(modes), 3.6)
@@ -68,7 +71,10 @@ def plot_occlusion(rows: Sequence[Dict], path: str) -> str:
 
 
 def plot_shuffle(rows: Sequence[Dict], path: str) -> str:
-    """Top-1 vs shuffle grid size, one line per checkpoint, the mean in the legend (cf. Fig. 4)."""
+    """Top-1 vs shuffle grid size, one line per checkpoint, the mean in the legend.
+
+    The layout of the patch-shuffling figure of the TransMix paper (arXiv:2111.09833).
+    """
     names = _names(rows)
     sizes = sorted({r["grid_size"] for r in rows if r["grid_size"] != "mean"})
     fig = _figure(5.0, 3.8)

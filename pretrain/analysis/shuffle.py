@@ -1,4 +1,9 @@
-"""Sensitivity to spatial structure: patch shuffling (Naseer et al.; TransMix section 4.3, Figure 4).
+"""Sensitivity to spatial structure: patch shuffling.
+
+Protocol of "Intriguing Properties of Vision Transformers", Naseer et al., NeurIPS 2021,
+arXiv:2105.10497, as applied in the patch-shuffling experiment of the robustness analysis of
+"TransMix: Attend to Mix for Vision Transformers", Chen et al., CVPR 2022, arXiv:2111.09833
+("the paper" below).
 
 The image is cut into a ``g x g`` grid of equal pieces (``G = g*g`` is the "shuffle grid size")
 and the pieces are put back in a random order: ``G = 1`` is the unchanged image, ``G = 196`` on

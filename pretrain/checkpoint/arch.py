@@ -3,9 +3,10 @@ pretraining wrote it, otherwise from the tensor shapes (timm ``VisionTransformer
 
 The head count changes no tensor shape, so a file without metadata cannot tell it: :func:`num_heads_of`
 takes the caller's value, else the metadata's, else 64 channels per head, the rule of every ViT, DeiT
-and DINO model ("An Image is Worth 16x16 Words", Dosovitskiy et al., ICLR 2021, arXiv:2010.11929;
-"Training data-efficient image transformers & distillation through attention", Touvron et al., ICML 2021,
-arXiv:2012.12877).
+and DINO model ("An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale", Dosovitskiy
+et al., ICLR 2021, arXiv:2010.11929; "Training data-efficient image transformers & distillation through
+attention", Touvron et al., ICML 2021, arXiv:2012.12877; "Emerging Properties in Self-Supervised Vision
+Transformers", Caron et al., ICCV 2021, arXiv:2104.14294).
 """
 from __future__ import annotations
 

@@ -5,7 +5,9 @@
 1. removes wrapper prefixes (``module.``, ``_orig_mod.``, ``model.``) and takes the ``backbone.`` sub-dict
    of an MMEngine segmentor or detector;
 2. drops what the model has no place for: classifier heads (``head.*``, ``head_dist.*``), ``fc_norm.*`` /
-   ``norm.*`` when the model has none, the DeiT distillation token with its position-embedding row;
+   ``norm.*`` when the model has none, the DeiT distillation token with its position-embedding row ("Training
+   data-efficient image transformers & distillation through attention", Touvron et al., ICML 2021,
+   arXiv:2012.12877);
 3. resizes ``pos_embed`` to the model's patch grid (:func:`.pos_embed.resize_pos_embed`);
 4. checks shapes, naming the file and explaining the usual mistakes (patch size, width, MLP ratio).
 
@@ -115,8 +117,9 @@ def _map_pos_embed(sd: Dict[str, torch.Tensor], target: nn.Module, tgt: Mapping[
     if n_prefix == 0 and "cls_token" in sd:
         n_prefix = 1  # defensive: metadata claiming no prefix while a CLS token exists
     if "cls_token" in sd and square_grid(pe.shape[1]) is not None and square_grid(pe.shape[1] - n_prefix) is None:
-        # timm's no_embed_class layout (DeiT III): the prefix tokens have no position rows, which is the
-        # same as zero rows added to them
+        # timm's no_embed_class layout ("DeiT III: Revenge of the ViT", Touvron et al., ECCV 2022,
+        # arXiv:2204.07118): the prefix tokens have no position rows, which is the same as zero rows added
+        # to them
         pe = torch.cat([pe.new_zeros(1, n_prefix, pe.shape[2]), pe], dim=1)
         report.notes.append("pos_embed had no CLS entry (no_embed_class layout); a zero CLS entry was added")
     if has_dist:

@@ -1,13 +1,15 @@
 """The one resize of learned absolute position embeddings, used when loading a checkpoint into a model
 with another patch grid and by the downstream backbones at forward time.
 
-It is timm's ``resample_abs_pos_embed`` with ``antialias=False`` pinned: the prefix rows (CLS, and a
-distillation token if any) are kept, the patch rows are resized as a 2-D grid in float32 with
-``F.interpolate(mode, align_corners=False)``. Without antialiasing this is exactly the resize of the
-official ViTDet code (detectron2 ``projects/ViTDet``, ``get_abs_pos``) and of MMSegmentation's
-``VisionTransformer.resize_pos_embed``, so our backbones match theirs. timm's own default (antialias on)
-runs another cubic kernel, in both directions: DeiT-S's embedding resized 14x14 -> 32x32 differs by up to
-0.37 between the two, which is why every path in the project goes through this one function.
+It is timm's ``resample_abs_pos_embed`` (huggingface/pytorch-image-models) with ``antialias=False``
+pinned: the prefix rows (CLS, and a distillation token if any) are kept, the patch rows are resized as a
+2-D grid in float32 with ``F.interpolate(mode, align_corners=False)``. Without antialiasing this is
+exactly the resize of the official ViTDet code ("Exploring Plain Vision Transformer Backbones for Object
+Detection", Li et al., ECCV 2022, arXiv:2203.16527; facebookresearch/detectron2 ``projects/ViTDet``,
+``get_abs_pos``) and of MMSegmentation's ``VisionTransformer.resize_pos_embed``, so our backbones match
+theirs. timm's own default (antialias on) runs another cubic kernel, in both directions: DeiT-S's
+embedding resized 14x14 -> 32x32 differs by up to 0.37 between the two, which is why every path in the
+project goes through this one function.
 """
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """Reading any checkpoint file the project meets into a flat tensor dict and its metadata.
 
 * our safetensors files (``format``/``arch`` metadata, :mod:`.files`);
-* torch pickles (``.pth``/``.pt``/``.bin``) of timm, the official DeiT code, DINO, MMEngine or a DDP run,
-  read with ``torch.load(weights_only=True)``; full unpickling only for a file the caller marks as
-  trusted (``trust_pickle=True`` or ``VITMIX_TRUST_PICKLE=1``), since unpickling can run any code;
+* torch pickles (``.pth``/``.pt``/``.bin``) of timm, the official DeiT code (facebookresearch/deit), DINO
+  (facebookresearch/dino), MMEngine or a DDP run, read with ``torch.load(weights_only=True)``; full
+  unpickling only for a file the caller marks as trusted (``trust_pickle=True`` or
+  ``VITMIX_TRUST_PICKLE=1``), since unpickling can run any code;
 * containers (``{'model': ...}``, ``{'state_dict': ...}``, ``{'model_ema': ...}``, nested) are unwrapped,
   non-tensor entries ignored, and a key prefix every key shares (``module.``, ``_orig_mod.``, ``model.``) is
   removed by :func:`strip_prefixes`.

@@ -2,9 +2,10 @@
 ``timm.create_model('local-dir:RUN', pretrained=True)`` rebuilds the network and loads
 ``RUN/model.safetensors``, and the folder can be uploaded to the Hugging Face Hub as a timm model.
 
-The layout is timm's own (``timm.models._hub.save_config_for_hf``): ``architecture``, ``num_classes``,
-``num_features``, ``model_args`` (the keyword arguments that change the architecture from the named
-model's defaults) and ``pretrained_cfg`` (input size, interpolation, crop, mean/std, label names).
+The layout is timm's own (huggingface/pytorch-image-models, ``timm.models._hub.save_config_for_hf``):
+``architecture``, ``num_classes``, ``num_features``, ``model_args`` (the keyword arguments that change the
+architecture from the named model's defaults) and ``pretrained_cfg`` (input size, interpolation, crop,
+mean/std, label names).
 """
 from __future__ import annotations
 

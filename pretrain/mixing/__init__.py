@@ -4,7 +4,7 @@ Each mixer is called as ``batch = mixer(images, labels, model=model, extras=extr
 soft targets through ``mixer.targets(batch, attention)`` and the loss through
 ``mixer.loss(logits, targets)``; ``mixer.needs_attention`` says whether it wants the model's
 last-block CLS attention on the patch grid. See :class:`pretrain.mixing.base.Mixer` and
-docs/mixers.md.
+docs/mixers.md; each method's module cites its paper, and docs/references.md lists them all.
 """
 from __future__ import annotations
 

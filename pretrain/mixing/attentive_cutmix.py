@@ -1,4 +1,7 @@
-"""Attentive-CutMix (Walawalkar et al., ICASSP 2020): paste the partner's most attended grid cells.
+"""Attentive-CutMix: paste the partner's most attended grid cells.
+
+Paper: "Attentive CutMix: An Enhanced Data Augmentation Approach for Deep Learning Based Image
+Classification", Walawalkar et al., ICASSP 2020, arXiv:2003.13048.
 
 A frozen pretrained CNN (ResNet-50 in the paper) gives the partner image's last feature map
 (7x7 at 224 px); its channel mean is the attention map. The ``k`` most activated cells (paper:

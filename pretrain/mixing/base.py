@@ -1,6 +1,7 @@
 """Pure tensor helpers shared by the mixers: boxes, paste masks, soft targets.
 
-Conventions (as timm and the official TransMix code):
+Conventions (as timm, huggingface/pytorch-image-models ``timm/data/mixup.py``, and the official
+TransMix code, Beckschen/TransMix; papers in docs/references.md):
   * sample ``i`` is mixed with its partner ``B-1-i`` (the batch flipped);
   * ``lam`` is the weight of the sample's *own* label: ``target = lam * y_i + (1 - lam) * y_partner``;
   * a paste mask is 1 where the partner's pixels were pasted and 0 where the own image is kept.

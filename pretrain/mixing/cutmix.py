@@ -1,5 +1,12 @@
 """Mixup / CutMix with timm's semantics, batched on the device.
 
+Papers: "mixup: Beyond Empirical Risk Minimization", Zhang et al., ICLR 2018, arXiv:1710.09412;
+"CutMix: Regularization Strategy to Train Strong Classifiers with Localizable Features", Yun et al.,
+ICCV 2019, arXiv:1905.04899 (official code: clovaai/CutMix-PyTorch). The reference implementation is
+timm's ``Mixup`` (huggingface/pytorch-image-models, ``timm/data/mixup.py``), whose Mixup/CutMix switch
+is the one of the DeiT recipe ("Training data-efficient image transformers & distillation through
+attention", Touvron et al., ICML 2021, arXiv:2012.12877; official code: facebookresearch/deit).
+
 Modes (as timm's ``Mixup``):
   * ``batch``: one mixing coefficient and one box for the whole batch;
   * ``pair``:  one per pair (i, B-1-i), both members use the same box (they swap regions);

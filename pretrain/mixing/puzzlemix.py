@@ -1,4 +1,7 @@
-"""Puzzle-Mix (Kim et al., ICML 2020), binary-label variant: gradient saliency + mask optimisation.
+"""Puzzle-Mix, binary-label variant: gradient saliency + mask optimisation.
+
+Paper: "Puzzle Mix: Exploiting Saliency and Local Statistics for Optimal Mixup", Kim et al., ICML 2020,
+arXiv:2009.06962; official code: snu-mllab/PuzzleMix.
 
 1. Saliency: an extra forward/backward of the model being trained on the clean batch (hard-label
    cross-entropy), ``s = sqrt(mean_c grad_x^2)`` per pixel, average-pooled to an ``n x n`` block grid

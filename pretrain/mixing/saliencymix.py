@@ -1,11 +1,15 @@
-"""SaliencyMix (Uddin et al., ICLR 2021): CutMix whose box is centred on the source's saliency peak.
+"""SaliencyMix: CutMix whose box is centred on the source's saliency peak.
+
+Paper: "SaliencyMix: A Saliency Guided Data Augmentation Strategy for Better Regularization", Uddin
+et al., ICLR 2021, arXiv:2006.01791; official code: SaliencyMix/SaliencyMix ("the official code" below).
 
 For each sample, the partner (source, ``flip(0)``) image's static saliency map is computed, the
 CutMix box (side ``sqrt(1 - lam)`` of the image, lam ~ Beta(alpha, alpha)) is centred on its
 maximum, and the partner's pixels in that box are pasted *at the same location* in the own image.
 Labels are mixed by area (lam recomputed from the clipped box).
 
-Saliency: spectral residual (Hou & Zhang, CVPR 2007), batched on the device with ``torch.fft``:
+Saliency: spectral residual ("Saliency Detection: A Spectral Residual Approach", Hou & Zhang,
+CVPR 2007; no arXiv version), batched on the device with ``torch.fft``:
 the grey image is resized to ``saliency_size`` (64), ``R = log|F| - box3x3(log|F|)``,
 ``S = |IFFT(exp(R + i angle F))|^2`` smoothed by a Gaussian, and its arg-max mapped back to pixels.
 

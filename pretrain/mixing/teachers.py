@@ -1,8 +1,16 @@
 """Frozen external networks used by some mixers, built from a timm name and a local checkpoint.
 
-* TokenMix's teacher (activation maps of the clean images: CAM for CNNs, CLS attention for ViTs),
-* TransMix's external attention model (seed 000, Table 6: a frozen DINO / supervised / distilled DeiT),
-* Attentive-CutMix's pretrained CNN (channel-averaged last feature map).
+* TokenMix's teacher (activation maps of the clean images: CAM for CNNs, CLS attention for ViTs);
+  TokenMix, Liu et al., ECCV 2022, arXiv:2207.08409 (:mod:`pretrain.mixing.tokenmix`); class activation
+  maps from "Learning Deep Features for Discriminative Localization", Zhou et al., CVPR 2016,
+  arXiv:1512.04150;
+* TransMix's external attention model (the TransMix paper's experiment with attention from a frozen
+  DINO, supervised or distilled DeiT-S); TransMix, Chen et al., CVPR 2022, arXiv:2111.09833
+  (:mod:`pretrain.mixing.transmix`);
+* Attentive-CutMix's pretrained CNN (channel-averaged last feature map); Attentive CutMix, Walawalkar
+  et al., ICASSP 2020, arXiv:2003.13048 (:mod:`pretrain.mixing.attentive_cutmix`).
+
+Full references: docs/references.md.
 
 A spec is a dict (or an ``nn.Module`` used as is)::
 

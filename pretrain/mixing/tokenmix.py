@@ -1,4 +1,10 @@
-"""TokenMix (Liu et al., ECCV 2022): token-level mixing with content-based targets.
+"""TokenMix: token-level mixing with content-based targets.
+
+Paper: "TokenMix: Rethinking Image Mixing for Data Augmentation in Vision Transformers", Liu et al.,
+ECCV 2022, arXiv:2207.08409; official code: Sense-X/TokenMix ("the official code" and "the official
+recipe" below). The block masking is BEiT's ("BEiT: BERT Pre-Training of Image Transformers", Bao et al.,
+ICLR 2022, arXiv:2106.08254; official code: microsoft/unilm); CAM is from "Learning Deep Features for
+Discriminative Localization", Zhou et al., CVPR 2016, arXiv:1512.04150.
 
 Mixing: the partner's tokens are pasted on a *multi-part* region of the patch grid, grown as BEiT's
 block masking does: blocks of random area (uniform in ``[min_block_tokens, remaining]``) and

@@ -1,4 +1,8 @@
-"""TransMix: CutMix whose label weights come from the ViT's own attention (Chen et al., CVPR 2022).
+"""TransMix: CutMix whose label weights come from the ViT's own attention.
+
+Paper: "TransMix: Attend to Mix for Vision Transformers", Chen et al., CVPR 2022, arXiv:2111.09833;
+official code: Beckschen/TransMix (the reference for details the paper leaves open, such as ``mean``
+below).
 
 Inputs are mixed exactly as CutMix (the Mixup branch of a Mixup/CutMix switch is left as is).
 For box-mixed samples the own-label weight becomes
@@ -16,8 +20,9 @@ mask downsampled to the patch grid by nearest neighbour. ``lam_mode`` chooses th
 lambda never carries gradients (attention is detached).
 
 ``attention_source``: ``model`` (default, the paper: the model being trained, from the same forward
-pass) or ``external`` (seed 000, Table 6: a frozen external ViT given by ``external`` = a spec of
-:mod:`pretrain.mixing.teachers`, e.g. ``{name: deit_small_patch16_224, checkpoint: dino.pth}``),
+pass) or ``external`` (the TransMix paper's experiment that takes the attention from a frozen external
+model: a DINO, supervised or distilled DeiT-S), a frozen ViT given by ``external`` = a spec of
+:mod:`pretrain.mixing.teachers`, e.g. ``{name: deit_small_patch16_224, checkpoint: dino.pth}``,
 which runs on the mixed images inside ``__call__``; the engine then needs no attention tap.
 """
 from __future__ import annotations

@@ -1,5 +1,12 @@
 """timm Vision Transformers for pretraining, with a tap on the last block's CLS attention.
 
+Models: "An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale", Dosovitskiy et al.,
+ICLR 2021, arXiv:2010.11929, and its DeiT variants ("Training data-efficient image transformers &
+distillation through attention", Touvron et al., ICML 2021, arXiv:2012.12877; official code:
+facebookresearch/deit), as implemented by timm (huggingface/pytorch-image-models). The tap serves
+"TransMix: Attend to Mix for Vision Transformers", Chen et al., CVPR 2022, arXiv:2111.09833 (official
+code: Beckschen/TransMix), and the attention studies of :mod:`pretrain.analysis`.
+
 TransMix needs, for every sample, how much the CLS token of the *last* block attends to each
 patch. Materialising the full N x N attention map would force the slow, memory-hungry
 non-fused path. Instead, :class:`ClsAttentionTap` observes the query and key tensors that the
