@@ -2,10 +2,12 @@
 
 :class:`MixMoNet` is the wrapper; its backbones are
 
-* :class:`WideResNet` -- WRN-d-k for 32x32 inputs (Zagoruyko & Komodakis 2016: pre-activation basic
-  blocks, widths 16, 16k, 32k, 64k, optional dropout between the two convolutions);
-* :class:`PreActResNet` -- PreActResNet-18 (He et al. 2016, identity mappings) with a width multiplier
-  (widths 64w, 128w, 256w, 512w; stride-1 3x3 stem, so it fits 32x32 and 64x64 inputs);
+* :class:`WideResNet` -- WRN-d-k for 32x32 inputs ("Wide Residual Networks", Zagoruyko & Komodakis,
+  BMVC 2016, arXiv:1605.07146: pre-activation basic blocks, widths 16, 16k, 32k, 64k, optional dropout
+  between the two convolutions);
+* :class:`PreActResNet` -- PreActResNet-18 ("Identity Mappings in Deep Residual Networks", He et al., 2016,
+  arXiv:1603.05027) with a width multiplier (widths 64w, 128w, 256w, 512w; stride-1 3x3 stem, so it fits
+  32x32 and 64x64 inputs);
 * a timm Vision Transformer with a class token (:func:`build_mixmo_vit`): the M patch embeddings are
   the encoders, the mixing happens on the token grid, the position embedding, class token, blocks and
   final norm form the core, and the M heads read the class token.
