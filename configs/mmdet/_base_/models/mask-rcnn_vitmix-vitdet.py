@@ -17,7 +17,7 @@ custom_imports = dict(imports=['downstream.mmdet'], allow_failed_imports=False)
 
 norm_cfg = dict(type='VitMixLN2d', eps=1e-6)
 model = dict(
-    # MaskRCNN that also trains under bf16 autocast (heads in float32; downstream/mmdet.py)
+    # MaskRCNN that also trains under bf16 autocast (heads in float32; downstream/mmdet/detector.py)
     type='VitMixMaskRCNN',
     data_preprocessor=dict(
         mean=[123.675, 116.28, 103.53],
