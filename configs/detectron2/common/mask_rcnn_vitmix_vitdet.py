@@ -12,7 +12,7 @@ from detectron2 import model_zoo
 from detectron2.config import LazyCall as L
 
 from downstream.detectron2 import VitMixViTDet
-from downstream.vit import LayerNorm2d
+from downstream.pyramid import LayerNorm2d  # timm's channels-first LayerNorm
 
 model = model_zoo.get_config("common/models/mask_rcnn_fpn.py").model
 model.backbone = L(VitMixViTDet)(
