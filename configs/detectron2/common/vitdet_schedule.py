@@ -13,7 +13,7 @@ from downstream.detectron2 import layer_decay_param_groups
 
 max_iter = 184375
 optimizer = L(torch.optim.AdamW)(
-    # tools/train_d2.py sets params.model to the built model
+    # the train script (downstream/detectron2/train.py) sets params.model to the built model
     params=L(layer_decay_param_groups)(
         base_lr="${..lr}", weight_decay="${..weight_decay}", layer_decay=0.7, num_layers=12
     ),
@@ -37,6 +37,9 @@ train = dict(
     amp=dict(enabled=True),  # needs CUDA (Detectron2's AMPTrainer)
     ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=True),
     checkpointer=dict(period=5000, max_to_keep=2),
+    # also keep the best model by each validation metric (Detectron2's BestCheckpointer):
+    # model_best_bbox_AP.pth, model_best_segm_AP.pth
+    best_checkpointer=dict(val_metrics=["bbox/AP", "segm/AP"], mode="max"),
     eval_period=max_iter // 4,
     log_period=20,
     device="cuda",

@@ -21,7 +21,10 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
+    # the last 2 periodic checkpoints, and the best one by validation mIoU
+    # (best_mIoU_iter_N.pth; `last_checkpoint` keeps naming the latest periodic one)
     checkpoint=dict(
-        type='CheckpointHook', by_epoch=False, interval=16000, max_keep_ckpts=2),
+        type='CheckpointHook', by_epoch=False, interval=16000, max_keep_ckpts=2,
+        save_best='mIoU', rule='greater'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))
