@@ -2,7 +2,9 @@
 batch 64 (about 100 COCO epochs), AdamW (lr 1e-4, betas 0.9/0.999, weight
 decay 0.1) with layer-wise lr decay (0.7 for 12 blocks), 250 warm-up
 iterations, lr x0.1 at 88.9% and 96.3%, mixed precision. The same numbers as
-configs/mmdet/_base_/schedules/vitdet_100e.py.
+configs/mmdet/_base_/schedules/vitdet_100e.py. ViTDet: "Exploring Plain Vision
+Transformer Backbones for Object Detection", Li, Mao, Girshick, He, ECCV 2022,
+arXiv:2203.16527.
 """
 import torch
 from detectron2.config import LazyCall as L

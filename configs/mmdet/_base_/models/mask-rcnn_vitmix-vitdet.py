@@ -1,6 +1,9 @@
 # Mask R-CNN with a plain ViT + simple feature pyramid (ViTDet design) on
 # MMDetection's own Mask R-CNN: RPN, RoI heads, losses and assigners are
 # MMDet's (mask-rcnn_r50_fpn base), only the backbone is ours.
+# ViTDet: "Exploring Plain Vision Transformer Backbones for Object Detection",
+# Li, Mao, Girshick, He, ECCV 2022, arXiv:2203.16527 (reference code:
+# facebookresearch/detectron2, projects/ViTDet).
 #
 # Changes to the R50-FPN base, all following ViTDet:
 # * backbone: VitMixViTDet (timm key layout, strict loading of `pretrained`);

@@ -1,3 +1,6 @@
+# ViTDet: "Exploring Plain Vision Transformer Backbones for Object Detection",
+# Li, Mao, Girshick, He, ECCV 2022, arXiv:2203.16527 (reference code:
+# facebookresearch/detectron2, projects/ViTDet).
 # ViTDet fine-tuning schedule: 184,375 iterations at batch 64 (about 100
 # COCO epochs), AdamW (lr 1e-4, betas 0.9/0.999, weight decay 0.1) with
 # layer-wise lr decay, 250 warm-up iterations, lr x0.1 at 88.9% and 96.3%,

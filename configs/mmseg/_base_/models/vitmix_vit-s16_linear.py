@@ -1,6 +1,8 @@
 # Segmenter "Linear" decoder on a plain ViT-S/16 (DeiT-S) backbone.
 # The Linear decoder is MMSeg's FCNHead with no conv layers: dropout + one
 # 1x1 conv from the last block's patch tokens to the class logits.
+# Segmenter: "Segmenter: Transformer for Semantic Segmentation", Strudel, Garcia,
+# Laptev, Schmid, ICCV 2021, arXiv:2105.05633.
 data_preprocessor = dict(
     type='SegDataPreProcessor',
     # ImageNet statistics, as used by DeiT and by our pretraining (timm defaults)

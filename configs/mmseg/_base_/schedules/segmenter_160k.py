@@ -1,5 +1,7 @@
 # Segmenter recipe: SGD, lr 1e-3, momentum 0.9, no weight decay, polynomial
 # decay (power 0.9) over 160k iterations, total batch size 8.
+# Segmenter: "Segmenter: Transformer for Semantic Segmentation", Strudel, Garcia,
+# Laptev, Schmid, ICCV 2021, arXiv:2105.05633.
 optimizer = dict(type='SGD', lr=0.001, momentum=0.9, weight_decay=0.0)
 optim_wrapper = dict(type='OptimWrapper', optimizer=optimizer, clip_grad=None)
 param_scheduler = [
