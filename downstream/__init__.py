@@ -1,13 +1,16 @@
 """Transfer of pretrained ViTs to dense prediction.
 
-Framework-free parts live in :mod:`downstream.vit` (the backbone) and
-:mod:`downstream.weights` (reading, mapping and strictly loading
-checkpoints). Framework adapters are separate modules that are imported only
-on demand: ``downstream.mmseg`` (MMSegmentation), ``downstream.mmdet``
-(MMDetection) and ``downstream.detectron2`` (Detectron2) register the backbone
-with their framework; :mod:`downstream.coco_checks` validates COCO files for
-both detection frameworks. Importing this package never imports MMSeg, MMDet,
-MMCV or Detectron2.
+Framework-free parts: :mod:`downstream.vit` (the ViT backbone on timm's
+layers), :mod:`downstream.pyramid` (the ViTDet simple feature pyramid and the
+detection backbone), :mod:`downstream.layer_decay` (layer-wise lr decay groups),
+:mod:`downstream.weights` (reading, mapping and strictly loading checkpoints)
+and :mod:`downstream.coco_checks` (COCO file validation for both detection
+frameworks). Framework adapters are subpackages imported only on demand:
+``downstream.mmseg`` (MMSegmentation), ``downstream.mmdet`` (MMDetection), both
+on the shared MMEngine pieces of ``downstream.mmengine``, and
+``downstream.detectron2`` (Detectron2, with the ``vitmix-train-d2`` entry
+point). Importing this package never imports MMEngine, MMSeg, MMDet, MMCV or
+Detectron2.
 """
 
 from importlib import import_module
@@ -15,16 +18,16 @@ from typing import Any
 
 _LAZY = {
     "VisionTransformer": "downstream.vit",
-    "SimpleFeaturePyramid": "downstream.vit",
-    "ViTPyramidBackbone": "downstream.vit",
-    "LayerNorm2d": "downstream.vit",
+    "SimpleFeaturePyramid": "downstream.pyramid",
+    "ViTPyramidBackbone": "downstream.pyramid",
+    "LayerNorm2d": "downstream.pyramid",
     "check_coco": "downstream.coco_checks",
     "prepare_coco": "downstream.coco_checks",
     "CocoDataError": "downstream.coco_checks",
     "CocoCheckReport": "downstream.coco_checks",
     "resize_pos_embed": "downstream.vit",
-    "get_layer_id": "downstream.vit",
-    "param_groups_layer_decay": "downstream.vit",
+    "get_layer_id": "downstream.layer_decay",
+    "param_groups_layer_decay": "downstream.layer_decay",
     "CheckpointError": "downstream.weights",
     "LoadReport": "downstream.weights",
     "read_checkpoint": "downstream.weights",

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 ITERS = 8
 SMALL = [  # CPU-sized runs: 2 blocks, batch 4, no worker processes
-    "model.backbone.num_layers=2",
+    "model.backbone.depth=2",
     "train_dataloader.batch_size=4", "train_dataloader.num_workers=0", "val_dataloader.num_workers=0",
     "train_dataloader.persistent_workers=False", "val_dataloader.persistent_workers=False",
     "test_dataloader.num_workers=0", "test_dataloader.persistent_workers=False",

@@ -103,8 +103,13 @@ def test_wrong_checkpoints_are_clear_errors(cfg, tmp_path, pretrained_sd):
         _build(cfg, pretrained=p2).init_weights()
     with pytest.raises(CheckpointError, match="not found"):
         _build(cfg, pretrained=str(tmp_path / "none.safetensors")).init_weights()
-    with pytest.raises(ValueError, match="non-strictly"):
-        _build(cfg, pretrained=None, init_cfg=dict(type="Pretrained", checkpoint=p))
+    # init_cfg=dict(type='Pretrained') is a synonym of pretrained= (the init_cfg policy shared with MMSeg):
+    # our strict loader reads it, so the renamed checkpoint is refused with its keys, never loaded non-strictly
+    model = _build(cfg, pretrained=None, init_cfg=dict(type="Pretrained", checkpoint=p))
+    assert model.backbone.pretrained == p and model.backbone.init_cfg is None
+    with pytest.raises(CheckpointError) as e:
+        model.init_weights()
+    assert p in str(e.value) and "blocks.0.attn.qkv.weight" in str(e.value)
 
 
 def test_layer_decay_constructor_groups(cfg):

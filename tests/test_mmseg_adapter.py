@@ -117,7 +117,7 @@ def test_unconverted_checkpoint_fails_init_weights(tmp_path, pretrained_sd):
 
 
 def test_missing_block_and_patch_size_mismatch(tmp_path, ckpt):
-    seg = _build(pretrained=ckpt, num_layers=7)
+    seg = _build(pretrained=ckpt, depth=7)
     with pytest.raises(CheckpointError, match="checkpoint has 6 blocks, backbone has 7"):
         seg.init_weights()
     seg = _build(pretrained=ckpt, patch_size=16)
@@ -157,8 +157,8 @@ def test_configs_parse_and_build():
         assert cfg.custom_imports.imports == ["downstream.mmseg"]
         assert cfg.custom_hooks == [dict(type="PretrainedCheckHook")]
         cfg.model.backbone.pretrained = None
-        depth = cfg.model.backbone.num_layers
-        cfg.model.backbone.num_layers = 1  # the build checks wiring; 12 DeiT-B blocks only cost time
+        depth = cfg.model.backbone.depth
+        cfg.model.backbone.depth = 1  # the build checks wiring; 12 DeiT-B blocks only cost time
         seg = MODELS.build(cfg.model)
         assert seg.backbone.strict is True
         head = type(seg.decode_head).__name__
@@ -224,7 +224,7 @@ def test_pos_embed_resized_to_the_crop_grid_like_timm(ckpt, pretrained_sd):
 
 
 def test_embed_dim_mismatch_names_the_file(ckpt):
-    seg = _build(pretrained=ckpt, embed_dims=384, num_heads=6)
+    seg = _build(pretrained=ckpt, embed_dim=384, num_heads=6)
     with pytest.raises(CheckpointError) as e:
         seg.init_weights()
     assert ckpt in str(e.value) and "embed dim 192 vs backbone embed dim 384" in str(e.value)
@@ -236,7 +236,7 @@ class _StubRunner:
 
 
 def test_pretrained_check_hook(ckpt, pretrained_sd):
-    from downstream.mmseg_hooks import PretrainedCheckHook
+    from downstream.mmengine.hooks import PretrainedCheckHook
 
     seg = _build(pretrained=ckpt, img_size=128)
     seg.init_weights()
@@ -259,3 +259,17 @@ def test_pretrained_check_hook(ckpt, pretrained_sd):
     h = PretrainedCheckHook()
     h.before_train(_StubRunner(_build()))
     assert h.result is None
+
+
+def test_timm_argument_names_and_mmseg_aliases():
+    """The backbone takes timm's names (as the MMDet/Detectron2 backbones); MMSeg's are aliases, not both."""
+    from mmseg.registry import MODELS
+
+    timm_names = MODELS.build(dict(type="VitMixViT", img_size=32, patch_size=8, in_chans=3, embed_dim=48, depth=2,
+                                   num_heads=3))
+    aliases = MODELS.build(dict(type="VitMixViT", img_size=32, patch_size=8, in_channels=3, embed_dims=48,
+                                num_layers=2, num_heads=3))
+    assert (timm_names.embed_dim, timm_names.depth) == (aliases.embed_dim, aliases.depth) == (48, 2)
+    assert {k: v.shape for k, v in timm_names.state_dict().items()} == {k: v.shape for k, v in aliases.state_dict().items()}
+    with pytest.raises(ValueError, match="both depth=2 and its MMSeg alias num_layers=3"):
+        MODELS.build(dict(type="VitMixViT", img_size=32, patch_size=8, depth=2, num_layers=3, num_heads=3))

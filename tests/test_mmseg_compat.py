@@ -26,7 +26,7 @@ def _mmseg_scope():
 def _pair(**over):
     from mmseg.registry import MODELS
 
-    from downstream.mmseg_compat import mmseg_vit_config, timm_to_mmseg_vit
+    from downstream.mmseg.compat import mmseg_vit_config, timm_to_mmseg_vit
 
     cfg = dict(type="VitMixViT", img_size=64, patch_size=8, embed_dims=96, num_layers=3, num_heads=3, **over)
     ours = MODELS.build(cfg)
@@ -61,7 +61,7 @@ def test_same_gradients_as_mmseg_vision_transformer():
     x = torch.randn(2, 3, 64, 64)
     ours(x)[0].square().mean().backward()
     theirs(x)[0].square().mean().backward()
-    from downstream.mmseg_compat import timm_to_mmseg_vit
+    from downstream.mmseg.compat import timm_to_mmseg_vit
 
     grads = timm_to_mmseg_vit({k: p.grad for k, p in ours.named_parameters()})
     for k, p in theirs.named_parameters():
@@ -106,7 +106,7 @@ def test_mmengine_checkpoint_loads_weights_only(tmp_path):
         with pytest.raises(pickle.UnpicklingError):
             torch.load(bad, map_location="cpu")
     # the restricted getattr refuses anything but HistoryBuffer methods
-    from downstream.mmengine_checkpoint import _restricted_getattr
+    from downstream.mmengine.checkpoint import _restricted_getattr
 
     with pytest.raises(pickle.UnpicklingError, match="only HistoryBuffer methods"):
         _restricted_getattr(io, "open")
@@ -118,7 +118,7 @@ def test_unconverted_checkpoint_stops_the_runner_with_the_keys(synthetic_root, t
     """MMSeg-layout weights (what MMSeg's own ViT would take non-strictly) stop `train()` with the key list."""
     from mmengine.runner import Runner
 
-    from downstream.mmseg_compat import timm_to_mmseg_vit
+    from downstream.mmseg.compat import timm_to_mmseg_vit
     from downstream.weights import CheckpointError
 
     ours, _ = _pair()
@@ -133,7 +133,7 @@ def test_unconverted_checkpoint_stops_the_runner_with_the_keys(synthetic_root, t
     cfg = copy.deepcopy(cfg)
     cfg.work_dir = str(tmp_path / "work")
     cfg.experiment_name = "unconverted"
-    cfg.model.backbone.update(embed_dims=96, num_layers=3, num_heads=3, pretrained=path)
+    cfg.model.backbone.update(embed_dim=96, depth=3, num_heads=3, pretrained=path)
     cfg.model.decode_head.update(in_channels=96, channels=96)
     for which in ("train", "val", "test"):
         cfg[f"{which}_dataloader"]["num_workers"] = 0

@@ -72,7 +72,7 @@ def _reference_bad_values(seg, num_classes, ignore):
 
 
 def test_check_seg_map_against_a_pixel_loop():
-    from downstream.mmseg_data import check_seg_map
+    from downstream.mmseg.data import check_seg_map
 
     rng = np.random.default_rng(0)
     for trial in range(20):
@@ -98,7 +98,7 @@ def test_check_seg_map_against_a_pixel_loop():
 
 
 def test_check_seg_map_shape_and_channels():
-    from downstream.mmseg_data import check_seg_map
+    from downstream.mmseg.data import check_seg_map
 
     with pytest.raises(ValueError, match=r"l\.png is 4x5 \(HxW\) but its image i\.jpg is 4x6"):
         check_seg_map(np.zeros((4, 5), np.uint8), 3, image_shape=(4, 6, 3), seg_path="l.png", img_path="i.jpg")

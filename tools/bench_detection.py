@@ -37,9 +37,7 @@ from typing import Callable, Dict, List
 import numpy as np
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # for the config paths
 
 
 def make_ground_truth(batch: int, size: int, per_image: int, num_classes: int, seed: int = 0):

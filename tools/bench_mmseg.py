@@ -5,7 +5,7 @@ side by side, in the same Segmenter config.
 Both segmentors are built from one MMSeg config (default: the Segmenter
 mask-transformer DeiT-S config); the second one only swaps the backbone for
 ``mmseg.models.backbones.VisionTransformer`` with the equivalent settings
-(:func:`downstream.mmseg_compat.mmseg_vit_config`). The MMSeg backbone gets our
+(:func:`downstream.mmseg.compat.mmseg_vit_config`). The MMSeg backbone gets our
 backbone's weights (renamed) and the decode heads share their initial weights,
 so both compute the same function; the script checks that (max |logit
 difference|) before timing. A step is ``model.loss`` + backward + SGD
@@ -42,9 +42,7 @@ import sys
 import time
 from typing import Dict, List
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import torch  # noqa: E402
+import torch
 
 DEFAULT_CONFIG = "configs/mmseg/mask_deit-s_ade20k-512x512.py"
 
@@ -76,8 +74,7 @@ def build_pair(cfg_path: str, size: int, device: torch.device):
     from mmseg.utils import register_all_modules
 
     register_all_modules(init_default_scope=True)
-    import downstream.mmseg  # noqa: F401  (registers VitMixViT)
-    from downstream.mmseg_compat import mmseg_vit_config, timm_to_mmseg_vit
+    from downstream.mmseg.compat import mmseg_vit_config, timm_to_mmseg_vit  # importing it registers VitMixViT
 
     cfg = Config.fromfile(cfg_path)
     model_cfg = copy.deepcopy(cfg.model)

@@ -65,8 +65,8 @@ model = dict(
     backbone=dict(
         img_size=crop_size,  # the grid of the fine-tuned pos_embed
         patch_size=8,
-        embed_dims=192,
-        num_layers=6,
+        embed_dim=192,
+        depth=6,
         num_heads=3,
         mlp_ratio=4.0,
         drop_path_rate=0.0,
@@ -85,7 +85,7 @@ model = dict(
 
 # MMSeg's ADE20KDataset would remap labels by ADE20K's 150 class names when
 # `classes` changes; BaseSegDataset reads the same layout without remapping
-# (CheckedSegDataset: BaseSegDataset plus file checks, downstream/mmseg_data.py).
+# (CheckedSegDataset: BaseSegDataset plus file checks, downstream/mmseg/data.py).
 dataset_type = 'CheckedSegDataset'
 metainfo = dict(classes=classes, palette=palette)
 train_pipeline = [

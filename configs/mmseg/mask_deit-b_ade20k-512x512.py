@@ -11,5 +11,5 @@ _base_ = './mask_deit-s_ade20k-512x512.py'
 pretrained = 'checkpoints/deit_base_patch16_224-b5f2ef4d.pth'
 
 model = dict(
-    backbone=dict(embed_dims=768, num_heads=12, pretrained=pretrained),
+    backbone=dict(embed_dim=768, num_heads=12, pretrained=pretrained),
     decode_head=dict(in_channels=768, channels=768, embed_dims=768, num_heads=12))

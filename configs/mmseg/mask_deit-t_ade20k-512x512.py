@@ -11,5 +11,5 @@ _base_ = './mask_deit-s_ade20k-512x512.py'
 pretrained = 'checkpoints/deit_tiny_patch16_224-a1311bcf.pth'
 
 model = dict(
-    backbone=dict(embed_dims=192, num_heads=3, pretrained=pretrained),
+    backbone=dict(embed_dim=192, num_heads=3, pretrained=pretrained),
     decode_head=dict(in_channels=192, channels=192, embed_dims=192, num_heads=3))

@@ -7,12 +7,16 @@ of its model zoo: RPN, ROI heads, losses, poolers); only the backbone is ours
 keys as the MMDetection backbone). Changes to the R50-FPN model, all following
 ViTDet: 2-conv RPN head, 4conv1fc box head and mask head with channels-first
 LayerNorm (ViTDet's "LN"), RGB input with ImageNet mean/std (DeiT's normalisation).
+
+ViTDet: "Exploring Plain Vision Transformer Backbones for Object Detection", Li, Mao,
+Girshick, He, ECCV 2022, arXiv:2203.16527 (reference code: facebookresearch/detectron2,
+projects/ViTDet).
 """
 from detectron2 import model_zoo
 from detectron2.config import LazyCall as L
 
 from downstream.detectron2 import VitMixViTDet
-from downstream.vit import LayerNorm2d
+from downstream.pyramid import LayerNorm2d  # timm's channels-first LayerNorm
 
 model = model_zoo.get_config("common/models/mask_rcnn_fpn.py").model
 model.backbone = L(VitMixViTDet)(

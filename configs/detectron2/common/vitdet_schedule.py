@@ -2,7 +2,9 @@
 batch 64 (about 100 COCO epochs), AdamW (lr 1e-4, betas 0.9/0.999, weight
 decay 0.1) with layer-wise lr decay (0.7 for 12 blocks), 250 warm-up
 iterations, lr x0.1 at 88.9% and 96.3%, mixed precision. The same numbers as
-configs/mmdet/_base_/schedules/vitdet_100e.py.
+configs/mmdet/_base_/schedules/vitdet_100e.py. ViTDet: "Exploring Plain Vision
+Transformer Backbones for Object Detection", Li, Mao, Girshick, He, ECCV 2022,
+arXiv:2203.16527.
 """
 import torch
 from detectron2.config import LazyCall as L
@@ -13,7 +15,7 @@ from downstream.detectron2 import layer_decay_param_groups
 
 max_iter = 184375
 optimizer = L(torch.optim.AdamW)(
-    # tools/train_d2.py sets params.model to the built model
+    # the train script (downstream/detectron2/train.py) sets params.model to the built model
     params=L(layer_decay_param_groups)(
         base_lr="${..lr}", weight_decay="${..weight_decay}", layer_decay=0.7, num_layers=12
     ),
@@ -37,6 +39,9 @@ train = dict(
     amp=dict(enabled=True),  # needs CUDA (Detectron2's AMPTrainer)
     ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=True),
     checkpointer=dict(period=5000, max_to_keep=2),
+    # also keep the best model by each validation metric (Detectron2's BestCheckpointer):
+    # model_best_bbox_AP.pth, model_best_segm_AP.pth
+    best_checkpointer=dict(val_metrics=["bbox/AP", "segm/AP"], mode="max"),
     eval_period=max_iter // 4,
     log_period=20,
     device="cuda",

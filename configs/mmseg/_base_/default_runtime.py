@@ -10,7 +10,9 @@ env_cfg = dict(
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
     dist_cfg=dict(backend='nccl'),
 )
-vis_backends = [dict(type='LocalVisBackend')]
+# scalars go to <work_dir>/<timestamp>/vis_data/scalars.json (LocalVisBackend) and
+# to TensorBoard event files in the same folder (`tensorboard --logdir WORK_DIR`)
+vis_backends = [dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')]
 visualizer = dict(
     type='SegLocalVisualizer', vis_backends=vis_backends, name='visualizer')
 log_processor = dict(by_epoch=False)
@@ -20,7 +22,7 @@ log_level = 'INFO'
 # torch>=2.6 loads with weights_only=True by default; MMEngine's own training
 # checkpoints (iter_*.pth) also hold message-hub objects and numpy arrays.
 # Importing downstream.mmseg allow-lists exactly those types for the
-# weights-only loader (downstream/mmengine_checkpoint.py), so `mim test`,
+# weights-only loader (downstream/mmengine/checkpoint.py), so `mim test`,
 # --resume and load_from=<work_dir>/iter_N.pth work without
 # TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1; anything else is still refused.
 load_from = None

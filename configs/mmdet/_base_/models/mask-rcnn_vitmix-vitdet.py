@@ -1,6 +1,9 @@
 # Mask R-CNN with a plain ViT + simple feature pyramid (ViTDet design) on
 # MMDetection's own Mask R-CNN: RPN, RoI heads, losses and assigners are
 # MMDet's (mask-rcnn_r50_fpn base), only the backbone is ours.
+# ViTDet: "Exploring Plain Vision Transformer Backbones for Object Detection",
+# Li, Mao, Girshick, He, ECCV 2022, arXiv:2203.16527 (reference code:
+# facebookresearch/detectron2, projects/ViTDet).
 #
 # Changes to the R50-FPN base, all following ViTDet:
 # * backbone: VitMixViTDet (timm key layout, strict loading of `pretrained`);
@@ -17,7 +20,7 @@ custom_imports = dict(imports=['downstream.mmdet'], allow_failed_imports=False)
 
 norm_cfg = dict(type='VitMixLN2d', eps=1e-6)
 model = dict(
-    # MaskRCNN that also trains under bf16 autocast (heads in float32; downstream/mmdet.py)
+    # MaskRCNN that also trains under bf16 autocast (heads in float32; downstream/mmdet/detector.py)
     type='VitMixMaskRCNN',
     data_preprocessor=dict(
         mean=[123.675, 116.28, 103.53],

@@ -1,14 +1,19 @@
+# ViTDet: "Exploring Plain Vision Transformer Backbones for Object Detection",
+# Li, Mao, Girshick, He, ECCV 2022, arXiv:2203.16527 (reference code:
+# facebookresearch/detectron2, projects/ViTDet).
 # ViTDet fine-tuning schedule: 184,375 iterations at batch 64 (about 100
 # COCO epochs), AdamW (lr 1e-4, betas 0.9/0.999, weight decay 0.1) with
 # layer-wise lr decay, 250 warm-up iterations, lr x0.1 at 88.9% and 96.3%,
-# mixed precision. `paramwise_cfg.num_layers` must equal the backbone depth;
+# mixed precision. `paramwise_cfg.num_layers` must equal the backbone depth
+# (it is checked; it may also be left out);
 # the decay rate is set per model (0.7 for 12-block models).
-# (MMDet's default runtime underneath: hooks, logging, environment.)
-_base_ = 'mmdet::_base_/default_runtime.py'
+# (The runtime underneath: MMDet's default runtime plus TensorBoard, the best
+# checkpoints and the pretrained check; ../default_runtime.py.)
+_base_ = '../default_runtime.py'
 max_iters = 184375
 optim_wrapper = dict(
     type='AmpOptimWrapper',
-    constructor='VitMixDetLayerDecayOptimizerConstructor',
+    constructor='VitMixLayerDecayOptimizerConstructor',
     paramwise_cfg=dict(num_layers=12, layer_decay_rate=0.7),
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.1))
 param_scheduler = [

@@ -5,7 +5,7 @@
 # CheckedADE20KDataset is MMSeg's ADE20KDataset plus file checks (missing
 # folders, images without label maps -> an error naming the path); CheckSegMap
 # refuses label maps with values outside the class range or another size than
-# their image, naming the file (downstream/mmseg_data.py).
+# their image, naming the file (downstream/mmseg/data.py).
 # To use another location, edit data_root in the leaf config or pass
 #   --cfg-options train_dataloader.dataset.data_root=DIR \
 #                 val_dataloader.dataset.data_root=DIR test_dataloader.dataset.data_root=DIR

@@ -1,6 +1,8 @@
 # Segmenter "Linear" decoder on a plain ViT-S/16 (DeiT-S) backbone.
 # The Linear decoder is MMSeg's FCNHead with no conv layers: dropout + one
 # 1x1 conv from the last block's patch tokens to the class logits.
+# Segmenter: "Segmenter: Transformer for Semantic Segmentation", Strudel, Garcia,
+# Laptev, Schmid, ICCV 2021, arXiv:2105.05633.
 data_preprocessor = dict(
     type='SegDataPreProcessor',
     # ImageNet statistics, as used by DeiT and by our pretraining (timm defaults)
@@ -18,15 +20,17 @@ model = dict(
     data_preprocessor=data_preprocessor,
     backbone=dict(
         type='VitMixViT',
-        # architecture: must match the checkpoint (checked when loading)
+        # architecture (timm's argument names, as in the MMDet and Detectron2
+        # backbones; MMSeg's in_channels/embed_dims/num_layers are accepted as
+        # aliases): must match the checkpoint (checked when loading)
         # the grid of the backbone's pos_embed: the checkpoint's (e.g. 224/16 =
         # 14x14) is resized to it once, when loading (Segmenter: the crop
         # size); other input sizes are interpolated at forward time
         img_size=512,
         patch_size=16,
-        in_channels=3,
-        embed_dims=384,
-        num_layers=12,
+        in_chans=3,
+        embed_dim=384,
+        depth=12,
         num_heads=6,
         mlp_ratio=4.0,
         qkv_bias=True,
@@ -37,7 +41,7 @@ model = dict(
         out_indices=-1,  # blocks whose outputs are returned (-1: last)
         final_norm=True,  # final LayerNorm on the last block's output
         interpolate_mode='bicubic',
-        frozen_stages=-1,  # num_layers: frozen backbone (linear probing)
+        frozen_stages=-1,  # depth: frozen backbone (linear probing)
         # checkpoint loading (downstream.weights.load_pretrained)
         pretrained=None,  # path to .safetensors / .pth; None = random init
         strict=True,  # missing/unexpected keys are an error ...

@@ -1,5 +1,7 @@
 # Segmenter "Mask" decoder (mask transformer, 2 layers) on a plain ViT-S/16
 # (DeiT-S) backbone: MMSeg's own SegmenterMaskTransformerHead.
+# Segmenter: "Segmenter: Transformer for Semantic Segmentation", Strudel, Garcia,
+# Laptev, Schmid, ICCV 2021, arXiv:2105.05633.
 _base_ = './vitmix_vit-s16_linear.py'
 
 model = dict(

@@ -58,7 +58,7 @@ def _restricted_getattr(obj: Any, name: Any, *default: Any) -> Any:
         return getattr(obj, name)
     raise pickle.UnpicklingError(
         f"refusing getattr({getattr(obj, '__name__', type(obj).__name__)}, {name!r}) in a weights-only load: "
-        "only HistoryBuffer methods are allowed (downstream.mmengine_checkpoint)"
+        "only HistoryBuffer methods are allowed (downstream.mmengine.checkpoint)"
     )
 
 

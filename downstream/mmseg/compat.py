@@ -67,16 +67,20 @@ def mmseg_vit_config(backbone_cfg: Mapping[str, Any]) -> Dict[str, Any]:
     """MMSeg ``VisionTransformer`` config equivalent to a ``VitMixViT`` config.
 
     Args:
-        backbone_cfg: a ``dict(type='VitMixViT', ...)`` (checkpoint options
-            are ignored).
+        backbone_cfg: a ``dict(type='VitMixViT', ...)`` with timm or MMSeg
+            argument names (checkpoint options are ignored).
 
     Returns:
         ``dict(type='VisionTransformer', ...)`` for ``mmseg.registry.MODELS``.
     """
     c = dict(backbone_cfg)
+
+    def arg(name: str, alias: str, default: Any) -> Any:  # timm name, or the MMSeg alias VitMixViT accepts
+        return c[name] if c.get(name) is not None else c[alias] if c.get(alias) is not None else default
+
     img = c.get("img_size", 224)
     img = (img, img) if isinstance(img, int) else tuple(img)
-    depth = int(c.get("num_layers", 12))
+    depth = int(arg("depth", "num_layers", 12))
     idx = c.get("out_indices", -1)
     idx = [idx] if isinstance(idx, int) else list(idx)
     idx = [int(i) + depth if int(i) < 0 else int(i) for i in idx]  # MMSeg resolves only a bare -1
@@ -84,8 +88,8 @@ def mmseg_vit_config(backbone_cfg: Mapping[str, Any]) -> Dict[str, Any]:
         type="VisionTransformer",
         img_size=img,
         patch_size=c.get("patch_size", 16),
-        in_channels=c.get("in_channels", 3),
-        embed_dims=c.get("embed_dims", 768),
+        in_channels=arg("in_chans", "in_channels", 3),
+        embed_dims=arg("embed_dim", "embed_dims", 768),
         num_layers=depth,
         num_heads=c.get("num_heads", 12),
         mlp_ratio=int(c.get("mlp_ratio", 4)),

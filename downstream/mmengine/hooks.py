@@ -1,22 +1,24 @@
 """MMEngine hook that checks, when training starts, that the backbone still
-holds the pretrained checkpoint.
+holds the pretrained checkpoint (MMSeg ``VitMixViT`` and MMDet ``VitMixViTDet``).
 
-``VitMixViT.init_weights`` loads ``pretrained`` strictly, but between that and
-the first iteration MMEngine may still change the weights: ``load_from``
+The backbone's ``init_weights`` loads ``pretrained`` strictly, but between that
+and the first iteration MMEngine may still change the weights: ``load_from``
 (non-strict, any key layout) or another module's ``init_cfg``. This hook runs
 at ``before_train`` (after weight init, ``load_from`` and ``--resume``),
 re-reads the checkpoint through the same mapping
 (:func:`downstream.weights.convert_state_dict`) and compares every loaded
-backbone tensor bit for bit. It logs::
+backbone tensor bit for bit (the ViT of a ViTDet backbone: ``backbone.vit``).
+It logs::
 
     PretrainedCheckHook: 152 backbone tensors equal to runs/x/model.safetensors at iteration 0
 
 and on a difference lists the keys: an error when nothing explains it, a
-warning when ``load_from`` is set (the user asked for a segmentor checkpoint
+warning when ``load_from`` is set (the user asked for a whole-model checkpoint
 on top). Resumed runs are skipped (their weights are meant to differ).
 
-Enabled in ``configs/mmseg/_base_/default_runtime.py`` as
-``custom_hooks = [dict(type='PretrainedCheckHook')]``.
+Registered as ``PretrainedCheckHook`` in MMSeg's and MMDet's ``HOOKS`` when
+:mod:`downstream.mmseg` / :mod:`downstream.mmdet` is imported, and enabled in
+both ``_base_/default_runtime.py`` as ``custom_hooks = [dict(type='PretrainedCheckHook')]``.
 """
 
 from __future__ import annotations
@@ -28,9 +30,8 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
-from mmseg.registry import HOOKS
 
-from .weights import CheckpointError, convert_state_dict, read_checkpoint
+from ..weights import CheckpointError, convert_state_dict, read_checkpoint
 
 __all__ = ["PretrainedCheckHook", "compare_backbone_with_checkpoint"]
 
@@ -39,7 +40,8 @@ def compare_backbone_with_checkpoint(backbone: torch.nn.Module, path: str, trust
     """Compare a loaded backbone with its checkpoint, mapped as the loader maps it.
 
     Args:
-        backbone: a :class:`downstream.vit.VisionTransformer` (or subclass).
+        backbone: a :class:`downstream.vit.VisionTransformer` (or subclass), the module the
+            checkpoint was loaded into.
         path: the checkpoint it was loaded from.
 
     Returns:
@@ -59,7 +61,6 @@ def compare_backbone_with_checkpoint(backbone: torch.nn.Module, path: str, trust
     return equal, different
 
 
-@HOOKS.register_module(name="PretrainedCheckHook", force=True)
 class PretrainedCheckHook(Hook):
     """Verify at ``before_train`` that the backbone equals its ``pretrained`` file.
 
@@ -90,7 +91,8 @@ class PretrainedCheckHook(Hook):
             )
             return
         trust = getattr(backbone, "trust_pickle", None) or None
-        equal, different = compare_backbone_with_checkpoint(backbone, path, trust_pickle=trust)
+        vit = getattr(backbone, "vit", backbone)  # a ViTDet backbone loads into its ViT
+        equal, different = compare_backbone_with_checkpoint(vit, path, trust_pickle=trust)
         self.result = (equal, different)
         if not different:
             print_log(
@@ -111,5 +113,5 @@ class PretrainedCheckHook(Hook):
         else:
             raise CheckpointError(
                 msg + ". Something changed the weights after the backbone's init_weights (an init_cfg of the "
-                "segmentor?); use on_mismatch='warn' to continue anyway"
+                "segmentor or detector?); use on_mismatch='warn' to continue anyway"
             )

@@ -1,49 +1,32 @@
-"""Detectron2 adapter: the ViTDet-style backbone, checked COCO registration and
-layer-decay parameter groups.
+"""``VitMixViTDet``: the ViTDet-style backbone as a Detectron2 ``Backbone``.
 
-* :class:`VitMixViTDet` is a Detectron2 ``Backbone`` and a
-  :class:`downstream.vit.ViTPyramidBackbone` (the same module, with the same
-  state-dict keys ``vit.*``/``pyramid.*``, as the MMDetection backbone). It
-  loads the pretrained ViT itself, strictly, when it is built, because
-  Detectron2's ``DetectionCheckpointer`` loads ``init_checkpoint``
-  non-strictly (a wrong file would leave the backbone random with a log
-  line). LazyConfig files build it directly (``L(VitMixViTDet)(...)``);
-  yacs configs go through ``BACKBONE_REGISTRY`` (``MODEL.BACKBONE.NAME:
-  build_vitmix_vitdet_backbone`` after :func:`add_vitmix_vitdet_config`).
-* :func:`register_checked_coco_instances` runs
-  :func:`downstream.coco_checks.prepare_coco` and registers the (cleaned) JSON
-  with Detectron2's ``register_coco_instances``, so the dataset and
-  ``COCOEvaluator`` read the same checked annotations.
-* :func:`layer_decay_param_groups` wraps
-  :func:`downstream.vit.param_groups_layer_decay` for LazyConfig optimizers.
-
-Importing this module imports Detectron2's modeling and data packages; it is
-safe to repeat.
+:class:`VitMixViTDet` is a Detectron2 ``Backbone`` and a
+:class:`downstream.pyramid.ViTPyramidBackbone` (plain ViT + simple feature
+pyramid, "Exploring Plain Vision Transformer Backbones for Object Detection",
+Li, Mao, Girshick, He, ECCV 2022, arXiv:2203.16527; the same module, with the
+same state-dict keys ``vit.*``/``pyramid.*``, as the MMDetection backbone). It
+loads the pretrained ViT itself, strictly, when it is built, because
+Detectron2's ``DetectionCheckpointer`` loads ``init_checkpoint`` non-strictly
+(a wrong file would leave the backbone random with a log line). LazyConfig
+files build it directly (``L(VitMixViTDet)(...)``); yacs configs go through
+``BACKBONE_REGISTRY`` (``MODEL.BACKBONE.NAME: build_vitmix_vitdet_backbone``
+after :func:`add_vitmix_vitdet_config`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import register_coco_instances
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 
-from .coco_checks import CocoCheckReport, prepare_coco
-from .vit import ViTPyramidBackbone, param_groups_layer_decay
-from .weights import LoadReport
+from ..pyramid import ViTPyramidBackbone
+from ..weights import LoadReport
 
-__all__ = [
-    "VitMixViTDet",
-    "build_vitmix_vitdet_backbone",
-    "add_vitmix_vitdet_config",
-    "register_checked_coco_instances",
-    "layer_decay_param_groups",
-]
+__all__ = ["VitMixViTDet", "build_vitmix_vitdet_backbone", "add_vitmix_vitdet_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +35,7 @@ class VitMixViTDet(ViTPyramidBackbone, Backbone):
     """Plain ViT + simple feature pyramid (ViTDet) as a Detectron2 backbone.
 
     Args:
-        **kwargs of :class:`downstream.vit.ViTPyramidBackbone`.
+        **kwargs of :class:`downstream.pyramid.ViTPyramidBackbone`.
         pretrained: checkpoint loaded into the ViT at construction, strictly;
             None keeps the random init (a warning is logged).
         strict, allow_missing, allow_unexpected, trust_pickle: see
@@ -163,69 +146,3 @@ def build_vitmix_vitdet_backbone(cfg, input_shape: ShapeSpec) -> VitMixViTDet:
 if "build_vitmix_vitdet_backbone" in BACKBONE_REGISTRY:  # module re-executed (reload)
     BACKBONE_REGISTRY._obj_map.pop("build_vitmix_vitdet_backbone")
 BACKBONE_REGISTRY.register(build_vitmix_vitdet_backbone)
-
-
-def register_checked_coco_instances(
-    name: str,
-    json_file: str,
-    image_root: str,
-    *,
-    on_error: str = "skip",
-    classes: Optional[Sequence[str]] = None,
-    metadata: Optional[Dict[str, Any]] = None,
-    replace: bool = True,
-) -> CocoCheckReport:
-    """Check a COCO instances file and register it under ``name``.
-
-    Args:
-        name: dataset name (``DatasetCatalog``/``MetadataCatalog``).
-        json_file: COCO JSON; image_root: directory of its images.
-        on_error: ``'skip'`` (drop and count bad entries) or ``'raise'``.
-        classes: class names that must be categories of the file.
-        metadata: extra metadata (``register_coco_instances``).
-        replace: re-register when ``name`` exists (e.g. a second run in one
-            process); otherwise an existing name is an error.
-
-    Returns:
-        the :class:`~downstream.coco_checks.CocoCheckReport` (also stored in
-        the metadata as ``vitmix_check``; ``json_file`` is the checked file,
-        ``original_json_file`` the one given).
-    """
-    path, report = prepare_coco(json_file, image_root, on_error=on_error, classes=classes, log=False)
-    (logger.info if report.clean else logger.warning)(report.summary())
-    if name in DatasetCatalog.list():
-        if not replace:
-            raise ValueError(f"dataset {name!r} is already registered")
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-    register_coco_instances(name, dict(metadata or {}), path, image_root)
-    MetadataCatalog.get(name).set(original_json_file=json_file, vitmix_check=report.to_dict())
-    return report
-
-
-def layer_decay_param_groups(
-    model: torch.nn.Module,
-    base_lr: float,
-    weight_decay: float = 0.1,
-    layer_decay: float = 0.7,
-    num_layers: int = 12,
-    prefix: str = "backbone.vit.",
-) -> List[Dict[str, Any]]:
-    """Optimizer parameter groups with layer-wise lr decay for a Detectron2 model.
-
-    For LazyConfig::
-
-        optimizer = L(torch.optim.AdamW)(
-            params=L(layer_decay_param_groups)(base_lr="${..lr}", weight_decay=0.1,
-                                               layer_decay=0.7, num_layers=12),
-            lr=1e-4, betas=(0.9, 0.999), weight_decay=0.1)
-
-    (the train script sets ``optimizer.params.model``). Same grouping as the
-    MMDetection constructor: see :func:`downstream.vit.param_groups_layer_decay`.
-    """
-    groups = param_groups_layer_decay(
-        model, base_lr=base_lr, weight_decay=weight_decay, layer_decay=layer_decay, num_layers=num_layers, prefix=prefix
-    )
-    for g in groups:
-        g.pop("param_names", None)  # keeps the optimizer state dict small
-    return groups

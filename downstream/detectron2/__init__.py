@@ -1,0 +1,32 @@
+"""Detectron2 adapter: the ViTDet-style backbone, checked COCO registration,
+layer-decay parameter groups and the LazyConfig train/evaluate entry point.
+
+=========================================  ==========================================
+:class:`VitMixViTDet`                      :mod:`.backbone`: a Detectron2 ``Backbone``
+                                           (``output_shape``), strict loading when built;
+:func:`build_vitmix_vitdet_backbone`,      yacs configs: ``BACKBONE_REGISTRY`` and the
+:func:`add_vitmix_vitdet_config`           ``MODEL.VITMIX`` node
+:func:`register_checked_coco_instances`    :mod:`.data`: :func:`downstream.coco_checks.prepare_coco`,
+                                           then ``register_coco_instances`` on the checked JSON
+:func:`layer_decay_param_groups`           :mod:`.optim`: :func:`downstream.layer_decay.param_groups_layer_decay`
+                                           for LazyConfig optimizers
+``main``                                   :mod:`.train` (``vitmix-train-d2``, ``tools/train_d2.py``)
+=========================================  ==========================================
+
+Importing this package imports Detectron2's modeling and data packages
+(``.train`` is not imported here); it is safe to repeat.
+"""
+
+from __future__ import annotations
+
+from .backbone import VitMixViTDet, add_vitmix_vitdet_config, build_vitmix_vitdet_backbone
+from .data import register_checked_coco_instances
+from .optim import layer_decay_param_groups
+
+__all__ = [
+    "VitMixViTDet",
+    "build_vitmix_vitdet_backbone",
+    "add_vitmix_vitdet_config",
+    "register_checked_coco_instances",
+    "layer_decay_param_groups",
+]
