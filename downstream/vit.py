@@ -22,8 +22,9 @@ one key mapping (:mod:`downstream.weights`)::
 
 What comes from timm (timm >= 1.0):
 
-* ``timm.layers.PatchEmbed`` (NHWC output) and ``timm.layers.resample_abs_pos_embed``
-  (called with ``antialias=False``: bicubic, ``align_corners=False``, in float32);
+* ``timm.layers.PatchEmbed`` (NHWC output) and ``timm.layers.resample_abs_pos_embed`` through the project's
+  one resize, :func:`pretrain.checkpoint.resize_pos_embed` (``antialias=False``: bicubic,
+  ``align_corners=False``, in float32);
 * the blocks: ``timm.models.vision_transformer.Block`` (fused
   ``scaled_dot_product_attention``, ``Mlp``, ``DropPath``) for the
   classification/segmentation layout with a CLS token, and the SAM/ViTDet
@@ -57,11 +58,14 @@ from functools import partial
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-from timm.layers import PatchEmbed, resample_abs_pos_embed
+from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 from timm.models.vision_transformer_sam import Attention as WindowAttention
 from timm.models.vision_transformer_sam import Block as WindowBlock
 from torch import nn
+
+from pretrain.checkpoint.arch import to_2tuple
+from pretrain.checkpoint.pos_embed import resize_pos_embed  # the one resize (antialias off), re-exported
 
 __all__ = ["VisionTransformer", "resize_pos_embed", "to_2tuple", "NO_WEIGHT_DECAY"]
 
@@ -69,66 +73,6 @@ __all__ = ["VisionTransformer", "resize_pos_embed", "to_2tuple", "NO_WEIGHT_DECA
 # see downstream.layer_decay for the whole rule.
 NO_WEIGHT_DECAY = ("pos_embed", "cls_token", "rel_pos_h", "rel_pos_w")
 
-
-def to_2tuple(x: Union[int, Sequence[int]]) -> Tuple[int, int]:
-    """``8 -> (8, 8)``; ``(64, 96) -> (64, 96)``."""
-    if isinstance(x, (tuple, list)) or (hasattr(x, "__len__") and not isinstance(x, (str, bytes))):
-        x = list(x)  # also OmegaConf ListConfig and the like
-        if len(x) != 2:
-            raise ValueError(f"expected an int or a pair, got {x!r}")
-        return int(x[0]), int(x[1])
-    return int(x), int(x)
-
-
-def resize_pos_embed(
-    pos_embed: torch.Tensor,
-    src_grid: Sequence[int],
-    dst_grid: Sequence[int],
-    num_prefix_tokens: int = 1,
-    mode: str = "bicubic",
-    antialias: bool = False,
-) -> torch.Tensor:
-    """Resize a learned absolute position embedding to another patch grid.
-
-    A checked call of timm's ``resample_abs_pos_embed``: the prefix entries
-    (CLS, and a distillation token if any) are kept as they are; the patch
-    entries are reshaped to their 2-D grid and resized with
-    ``F.interpolate`` (``align_corners=False``), in float32, cast back to the
-    input dtype. ``antialias`` is off by default (it only matters when
-    shrinking; pretraining-to-downstream resizes here never use it).
-
-    Args:
-        pos_embed: (1, num_prefix_tokens + Sh * Sw, C).
-        src_grid: (Sh, Sw), the grid ``pos_embed`` was learned on.
-        dst_grid: (Dh, Dw), the grid wanted.
-        num_prefix_tokens: number of leading non-patch entries.
-        mode: interpolation mode (``"bicubic"`` by default).
-        antialias: anti-aliasing (bilinear/bicubic only).
-
-    Returns:
-        (1, num_prefix_tokens + Dh * Dw, C). The input itself when the grids
-        are equal.
-    """
-    sh, sw = (int(v) for v in src_grid)
-    dh, dw = (int(v) for v in dst_grid)
-    if pos_embed.dim() != 3 or pos_embed.shape[0] != 1:
-        raise ValueError(f"pos_embed must be (1, N, C), got {tuple(pos_embed.shape)}")
-    n = pos_embed.shape[1]
-    if n != num_prefix_tokens + sh * sw:
-        raise ValueError(
-            f"pos_embed has {n} entries, which does not match {num_prefix_tokens} prefix "
-            f"token(s) + a {sh}x{sw} grid ({num_prefix_tokens + sh * sw})"
-        )
-    if (sh, sw) == (dh, dw):
-        return pos_embed
-    return resample_abs_pos_embed(
-        pos_embed,
-        new_size=[dh, dw],
-        old_size=[sh, sw],
-        num_prefix_tokens=num_prefix_tokens,
-        interpolation=mode,
-        antialias=bool(antialias) and mode in ("bilinear", "bicubic"),
-    )
 
 
 def _resolve_indices(indices: Sequence[int], depth: int, what: str) -> List[int]:
