@@ -21,7 +21,7 @@ def tiny_vit():
     """Factory ``tiny_vit(num_classes) -> (state_dict, arch)``: a DeiT-Tiny-width timm ViT (64 px,
     patch 8, 6 blocks) whose weights are moved away from timm's init (so a loaded tensor cannot equal
     a freshly initialised one by chance), and its checkpoint metadata (``vit_arch``). Cached per class
-    count; ``pretrain.engine.checkpoint.save_weights(path, *tiny_vit(k))`` writes it in the
+    count; ``pretrain.checkpoint.save_weights(path, *tiny_vit(k))`` writes it in the
     pretraining output format."""
     import torch
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 from pretrain.analysis.cli import main
 from pretrain.analysis.common import AnalysisError, load_classifier
-from pretrain.engine.checkpoint import save_weights
+from pretrain.checkpoint import save_weights
 from pretrain.models.vit import ClsAttentionTap, create_vit, vit_arch
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)

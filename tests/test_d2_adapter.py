@@ -13,7 +13,7 @@ pytest.importorskip("detectron2")
 
 from downstream.coco_checks import CocoDataError  # noqa: E402
 from downstream.weights import CheckpointError  # noqa: E402
-from pretrain.engine.checkpoint import save_weights  # noqa: E402
+from pretrain.checkpoint import save_weights  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG_DIR = os.path.join(REPO, "configs", "detectron2")

@@ -25,7 +25,7 @@ ITERS = 6
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     """A checkpoint written by the pretraining engine's own writer (safetensors + arch metadata)."""
-    from pretrain.engine.checkpoint import save_weights
+    from pretrain.checkpoint import save_weights
     from pretrain.models.vit import create_vit, vit_arch
 
     torch.manual_seed(0)

@@ -28,7 +28,7 @@ def test_same_checkpoint_same_pyramid_in_both_frameworks(tmp_path, synthetic_roo
 
     monkeypatch.setenv("VITMIX_SYNTHETIC_DIR", str(synthetic_root))
     monkeypatch.setenv("VITMIX_CACHE_DIR", str(tmp_path / "cache"))
-    from pretrain.engine.checkpoint import save_weights
+    from pretrain.checkpoint import save_weights
 
     sd = tiny_vit(4)[0]  # a synthetic-pretraining checkpoint with the configs' architecture
     ckpt = str(tmp_path / "model.safetensors")

@@ -451,7 +451,7 @@ def test_gpu_smoke_builders_on_cpu(name, synthetic_root, tmp_path, tiny_vit):
     pytest.importorskip("mmcv.ops", reason="needs mmcv with compiled ops")
     pytest.importorskip("detectron2" if name.startswith("d2") else name.split("-")[0])
     import test_gpu_smoke as smoke
-    from pretrain.engine.checkpoint import save_weights
+    from pretrain.checkpoint import save_weights
 
     ckpt = str(tmp_path / "model.safetensors")
     save_weights(ckpt, *tiny_vit(smoke.NUM_CLASSES))

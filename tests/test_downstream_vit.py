@@ -430,7 +430,7 @@ def test_rel_pos_tables_are_new_parameters_allowed_missing(ckpt):
 
 
 def test_mixmo_checkpoint_is_refused_with_its_kind(tmp_path):
-    from pretrain.engine.checkpoint import MIXMO_FORMAT, save_weights
+    from pretrain.checkpoint import MIXMO as MIXMO_FORMAT, save_weights
     from pretrain.mixmo.models import build_mixmo_vit
 
     net = build_mixmo_vit("deit_tiny_patch16_224", 4, img_size=32, patch_size=8, depth=1, embed_dim=32, num_heads=2)

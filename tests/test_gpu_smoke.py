@@ -171,7 +171,7 @@ def train_step(built: Dict[str, Any], optim, amp: str) -> Dict[str, float]:
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory, tiny_vit) -> str:
-    from pretrain.engine.checkpoint import save_weights
+    from pretrain.checkpoint import save_weights
 
     path = str(tmp_path_factory.mktemp("pretrained") / "model.safetensors")
     save_weights(path, *tiny_vit(NUM_CLASSES))

@@ -6,7 +6,7 @@ import pytest
 import timm
 import torch
 
-from pretrain.engine.checkpoint import save_weights
+from pretrain.checkpoint import save_weights
 from pretrain.mixing import available_mixers, build_mixer, transmix_lambda
 from pretrain.mixing.base import mask_to_patches
 from pretrain.models.vit import ClsAttentionTap, create_vit, vit_arch

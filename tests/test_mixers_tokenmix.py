@@ -266,7 +266,7 @@ def test_make_label_maps_tool_and_training_batch(tmp_path):
     from torch.utils.data import DataLoader
     from torchvision import transforms as T
     from torchvision.datasets import ImageFolder
-    from pretrain.engine.checkpoint import save_weights
+    from pretrain.checkpoint import save_weights
     from pretrain.models.vit import vit_arch
 
     _ramp_folder(tmp_path / "train", n_per_class=4)

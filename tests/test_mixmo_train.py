@@ -197,7 +197,7 @@ def test_two_process_ddp_run_reduces_the_evaluation_over_ranks(cifar_root, tmp_p
     assert summary["steps"] == 8 and summary["skipped_steps"] == 0  # 128 images / 2 ranks / batch 8
     ev = json.load(open(out / "eval.json"))
     assert ev["ensemble"]["n"] == 32 and all(h["n"] == 32 for h in ev["heads"])  # both ranks' shards summed
-    from pretrain.engine.checkpoint import find_checkpoint, load_checkpoint
+    from pretrain.checkpoint import find_checkpoint, load_checkpoint
     _, state = load_checkpoint(find_checkpoint(str(out)))
     assert state["world_size"] == 2 and len(state["ranks"]) == 2
     a, b = (r["mixer"]["numpy"]["state"]["state"] for r in state["ranks"])

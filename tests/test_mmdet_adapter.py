@@ -18,7 +18,7 @@ from safetensors.torch import save_file  # noqa: E402
 
 from downstream.coco_checks import CocoDataError  # noqa: E402
 from downstream.weights import CheckpointError  # noqa: E402
-from pretrain.engine.checkpoint import save_weights  # noqa: E402
+from pretrain.checkpoint import save_weights  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG_DIR = os.path.join(REPO, "configs", "mmdet")

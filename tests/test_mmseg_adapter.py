@@ -14,7 +14,7 @@ from mmengine.config import Config  # noqa: E402
 
 import downstream.mmseg as dm  # noqa: E402
 from downstream.weights import CheckpointError  # noqa: E402
-from pretrain.engine.checkpoint import save_weights  # noqa: E402
+from pretrain.checkpoint import save_weights  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYNTH_CFG = os.path.join(REPO, "configs", "mmseg", "linear_synthetic.py")

@@ -52,7 +52,7 @@ def test_two_processes_agree_on_skipping_a_step_one_rank_found_bad(synthetic_roo
     steps = [json.loads(x) for x in open(out / "steps.jsonl")]
     assert [r["step"] for r in steps] == [1, 2, 3, 4, 5] and [r["batch"] for r in steps] == [1, 2, 4, 5, 6]
     assert summary["final"]["val_images"] == 32  # the two ranks' evaluation shards add up to the val split
-    from pretrain.engine.checkpoint import find_checkpoint, load_checkpoint
+    from pretrain.checkpoint import find_checkpoint, load_checkpoint
     weights, state = load_checkpoint(find_checkpoint(str(out)))
     assert state["world_size"] == 2 and len(state["ranks"]) == 2
     # each rank has its own generators (seeded seed + rank) and they were saved separately

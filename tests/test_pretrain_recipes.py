@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pretrain.engine.checkpoint import save_weights
+from pretrain.checkpoint import save_weights
 from pretrain.engine.config import load_config
 from pretrain.engine.train import train
 from pretrain.mixing import available_mixers

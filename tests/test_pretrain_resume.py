@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pretrain.engine import checkpoint as ck
+from pretrain.checkpoint import resume as ck
 from pretrain.engine.config import load_config
 from pretrain.engine.train import train
 
