@@ -22,18 +22,26 @@ TABLES = {
 }
 
 
+USAGE = """usage: vitmix-repro TABLE [flags]     (the same as: python tools/repro/TABLE.py [flags])
+       vitmix-repro TABLE --help        (the table's flags: --dry-run, --scale, --only, --collect, ...)
+       vitmix-repro --list"""
+
+
 def _usage() -> str:
     width = max(map(len, TABLES))
-    return (__doc__.strip() + "\n\ntables:\n"
+    return (USAGE + "\n\ntables:\n"
             + "\n".join(f"  {name:{width}s}  {what}" for name, what in TABLES.items()) + "\n")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Dispatch ``TABLE [args]`` to ``downstream.repro.tables.TABLE.main(args)``; returns its exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "--list"):
+    if not argv:
+        print(_usage(), end="", file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help", "--list"):
         print(_usage(), end="")
-        return 0 if argv else 2
+        return 0
     name, rest = argv[0].replace("-", "_"), argv[1:]
     if name not in TABLES:
         print(f"error: unknown table {argv[0]!r}\n\n" + _usage(), end="", file=sys.stderr)
