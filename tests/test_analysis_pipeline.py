@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pretrain.analysis.cli import main
+from pretrain.analysis.cli import main, run
 from pretrain.analysis.common import AnalysisError, load_classifier
 from pretrain.checkpoint import save_weights
 from pretrain.models.vit import ClsAttentionTap, create_vit, vit_arch
@@ -206,8 +206,8 @@ def _rows(path):
 @pytest.mark.slow
 def test_all_studies_on_the_synthetic_world(synthetic_root, ckpts, tmp_path):
     out = tmp_path / "analysis"
-    main(["all", "--data", str(synthetic_root), "--out", str(out), "--device", "cpu", "--workers", "0",
-          "--batch-size", "16", "--ckpt", f"a={ckpts['a'][0]}", f"b={ckpts['b'][0]}"])
+    run(["all", "--data", str(synthetic_root), "--out", str(out), "--device", "cpu", "--workers", "0",
+         "--batch-size", "16", "--ckpt", f"a={ckpts['a'][0]}", f"b={ckpts['b'][0]}"])
     for study in ("occlusion", "shuffle", "natural_adversarial", "attention"):
         for ext in ("csv", "json", "png"):
             assert (out / f"{study}.{ext}").stat().st_size > 0, (study, ext)
@@ -255,17 +255,19 @@ def test_studies_reject_bad_inputs(synthetic_root, ckpts, tmp_path):
     save_weights(str(p3), m3.state_dict(), vit_arch(m3, NAME))
     base = ["--out", str(tmp_path / "o"), "--device", "cpu", "--workers", "0"]
     with pytest.raises(AnalysisError, match="has 4 class folders but three has 3 outputs"):
-        main(["occlusion", "--data", val, "--ckpt", f"three={p3}", *base])
+        run(["occlusion", "--data", val, "--ckpt", f"three={p3}", *base])
     with pytest.raises(AnalysisError, match="not a square number"):
-        main(["shuffle", "--data", val, "--ckpt", f"a={ckpts['a'][0]}", "--grid-sizes", "1", "9", *base])
+        run(["shuffle", "--data", val, "--ckpt", f"a={ckpts['a'][0]}", "--grid-sizes", "1", "9", *base])
     bad_map = tmp_path / "map.txt"
     bad_map.write_text("0\n1\n")
     with pytest.raises(AnalysisError, match="map.txt lists 2 classes but the data has 4"):
-        main(["natural-adversarial", "--data", val, "--subset-map", str(bad_map), "--ckpt", f"a={ckpts['a'][0]}", *base])
+        run(["natural-adversarial", "--data", val, "--subset-map", str(bad_map), "--ckpt", f"a={ckpts['a'][0]}", *base])
     with pytest.raises(AnalysisError, match="not a VOC2012 folder"):
-        main(["attention", "--voc", str(tmp_path), "--ckpt", f"a={ckpts['a'][0]}", *base])
+        run(["attention", "--voc", str(tmp_path), "--ckpt", f"a={ckpts['a'][0]}", *base])
     with pytest.raises(AnalysisError, match="not found"):
-        main(["occlusion", "--data", str(tmp_path / "missing"), "--ckpt", f"a={ckpts['a'][0]}", *base])
+        run(["occlusion", "--data", str(tmp_path / "missing"), "--ckpt", f"a={ckpts['a'][0]}", *base])
+    # the console script's main reports the same as "error: ..." with exit status 2
+    assert main(["occlusion", "--data", str(tmp_path / "missing"), "--ckpt", f"a={ckpts['a'][0]}", *base]) == 2
 
 
 def test_occlusion_with_external_saliency_and_wsol_from_folders(synthetic_root, ckpts, tmp_path):
@@ -274,9 +276,9 @@ def test_occlusion_with_external_saliency_and_wsol_from_folders(synthetic_root, 
     save_weights(str(tmp_path / "dino.safetensors"), dino.state_dict(), vit_arch(dino, NAME))
     out = tmp_path / "o"
     val = str(synthetic_root / "imagenet" / "val")
-    main(["occlusion", "--data", val, "--ckpt", f"a={ckpts['a'][0]}", "--saliency", str(tmp_path / "dino.safetensors"),
-          "--ratios", "0", "0.5", "--modes", "salient", "--out", str(out), "--device", "cpu", "--workers", "0",
-          "--crop-pct", "1.0"])
+    run(["occlusion", "--data", val, "--ckpt", f"a={ckpts['a'][0]}", "--saliency", str(tmp_path / "dino.safetensors"),
+         "--ratios", "0", "0.5", "--modes", "salient", "--out", str(out), "--device", "cpu", "--workers", "0",
+         "--crop-pct", "1.0"])
     res = json.loads((out / "occlusion.json").read_text())
     assert res["saliency"].endswith("dino.safetensors") and {r["saliency"] for r in res["rows"]} == {"saliency"}
     # WSOL in the ImageNet val layout: an image tree plus a folder of <stem>.xml boxes (some missing)
@@ -289,8 +291,8 @@ def test_occlusion_with_external_saliency_and_wsol_from_folders(synthetic_root, 
         os.symlink(voc / "JPEGImages" / f"{i}.jpg", imgs / f"{i}.jpg")
     for i in ids[:-2]:
         os.symlink(voc / "Annotations" / f"{i}.xml", boxes / f"{i}.xml")
-    main(["attention", "--box-images", str(tmp_path / "val"), "--boxes", str(boxes), "--ckpt", f"a={ckpts['a'][0]}",
-          "--out", str(out), "--device", "cpu", "--workers", "0"])
+    run(["attention", "--box-images", str(tmp_path / "val"), "--boxes", str(boxes), "--ckpt", f"a={ckpts['a'][0]}",
+         "--out", str(out), "--device", "cpu", "--workers", "0"])
     res = json.loads((out / "attention.json").read_text())
     assert res["skipped"]["boxes"] == 2 and res["rows"][0]["loc_images"] == len(ids) - 2
     assert res["rows"][0]["top1_loc"] is None  # no class list given
@@ -298,8 +300,8 @@ def test_occlusion_with_external_saliency_and_wsol_from_folders(synthetic_root, 
 
 def test_max_batches_limits_every_study_to_the_first_batches(synthetic_root, ckpts, tmp_path):
     out = tmp_path / "analysis"
-    main(["all", "--data", str(synthetic_root), "--out", str(out), "--device", "cpu", "--workers", "0",
-          "--batch-size", "3", "--max-batches", "2", "--ckpt", f"a={ckpts['a'][0]}"])
+    run(["all", "--data", str(synthetic_root), "--out", str(out), "--device", "cpu", "--workers", "0",
+         "--batch-size", "3", "--max-batches", "2", "--ckpt", f"a={ckpts['a'][0]}"])
     # 2 batches of 3 (every set has more than 6 images): every study saw exactly 6
     counts = {"occlusion": ["images"], "shuffle": ["images"], "natural_adversarial": ["images"],
               "attention": ["seg_images", "loc_images"]}
@@ -307,5 +309,5 @@ def test_max_batches_limits_every_study_to_the_first_batches(synthetic_root, ckp
         rows = json.loads((out / f"{study}.json").read_text())["rows"]
         assert rows and all(r[k] == 6 for r in rows for k in keys), (study, rows[0])
     with pytest.raises(SystemExit):
-        main(["occlusion", "--data", str(synthetic_root), "--out", str(out), "--ckpt", f"a={ckpts['a'][0]}",
-              "--max-batches", "0"])
+        run(["occlusion", "--data", str(synthetic_root), "--out", str(out), "--ckpt", f"a={ckpts['a'][0]}",
+             "--max-batches", "0"])

@@ -1,7 +1,6 @@
 """TokenMix: batched block masks, scores, teacher maps and label maps against slow references."""
 import math
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -12,8 +11,6 @@ from PIL import Image
 from pretrain.mixing import build_mixer
 from pretrain.mixing.tokenmix import block_mask_randoms, block_token_masks, token_scores
 from pretrain.models.vit import create_vit
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
 
 
 def slow_block_masks(num_tokens, grid, randoms, min_block=1, max_block=None, min_aspect=0.3):
@@ -262,7 +259,7 @@ def test_label_map_dataset_follows_crop_and_flip(tmp_path):
 
 
 def test_make_label_maps_tool_and_training_batch(tmp_path):
-    import make_label_maps
+    from pretrain.mixing import label_maps_cli as make_label_maps  # tools/make_label_maps.py's main
     from torch.utils.data import DataLoader
     from torchvision import transforms as T
     from torchvision.datasets import ImageFolder

@@ -1,27 +1,27 @@
-"""The reproduction scripts (tools/repro/): schedule scaling, dry-run commands accepted by the real
-config loaders, tables collected from run folders in the tools' real formats, and one real synthetic
-pretraining row end to end."""
+"""The reproduction tables (downstream/repro, run by tools/repro/*.py and vitmix-repro): schedule
+scaling, dry-run commands accepted by the real config loaders, tables collected from run folders in
+the tools' real formats, and one real synthetic pretraining row end to end."""
+import importlib
 import importlib.util
 import json
 import os
 import shlex
-import sys
 
 import pytest
 import yaml
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REPRO = os.path.join(REPO, "tools", "repro")
-sys.path.insert(0, REPRO)
+from downstream.repro.configs import d2_config, mm_check_options
+from downstream.repro.errors import ReproError
+from downstream.repro.paths import DATA
+from downstream.repro.rows import Row, select_rows
+from downstream.repro.scaling import d2_scaled_overrides, scale_epochs, scale_iters
 
-import reprolib as R  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def script(name):
-    spec = importlib.util.spec_from_file_location(f"repro_{name}", os.path.join(REPRO, f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """The table module behind ``tools/repro/<name>.py`` and ``vitmix-repro <name>``."""
+    return importlib.import_module(f"downstream.repro.tables.{name}")
 
 
 def table_json(out, stem="table"):
@@ -37,31 +37,31 @@ def entry(tab, row_id, metric):
 
 # ------------------------------------------------------------------------------------ scaling
 def test_scale_epochs_by_hand():
-    assert R.scale_epochs(300, 5, 1.0) == (300, 5.0)           # the paper's schedule unchanged
-    assert R.scale_epochs(300, 5, 0.01) == (3, 0.05)           # 3 epochs, warm-up 5/300 of them
-    assert R.scale_epochs(300, 5, 0.001) == (1, 0.0167)        # never below one epoch; 5/300 = 0.01667
-    assert R.scale_epochs(8, 1, 0.125) == (1, 0.125)
-    assert R.scale_epochs(300, 0, 0.5) == (150, 0.0)
-    assert R.scale_epochs(300, 5, 0.005) == (2, 0.0333)        # round half up: 1.5 -> 2
-    with pytest.raises(R.ReproError):
-        R.scale_epochs(300, 5, 0.0)
+    assert scale_epochs(300, 5, 1.0) == (300, 5.0)           # the paper's schedule unchanged
+    assert scale_epochs(300, 5, 0.01) == (3, 0.05)           # 3 epochs, warm-up 5/300 of them
+    assert scale_epochs(300, 5, 0.001) == (1, 0.0167)        # never below one epoch; 5/300 = 0.01667
+    assert scale_epochs(8, 1, 0.125) == (1, 0.125)
+    assert scale_epochs(300, 0, 0.5) == (150, 0.0)
+    assert scale_epochs(300, 5, 0.005) == (2, 0.0333)        # round half up: 1.5 -> 2
+    with pytest.raises(ReproError):
+        scale_epochs(300, 5, 0.0)
 
 
 def test_scale_iters_by_hand():
     # ViTDet 100-epoch schedule at 1 %: 1843.75 -> 1844 iterations, r = 1844 / 184375
-    s = R.scale_iters(184375, 0.01, warmup=250, milestones=[163889, 177546],
-                      intervals={"val": 46093, "ckpt": 5000})
+    s = scale_iters(184375, 0.01, warmup=250, milestones=[163889, 177546],
+                    intervals={"val": 46093, "ckpt": 5000})
     assert s["iters"] == 1844
     assert s["warmup"] == 3                 # 250 r = 2.5003
     assert s["milestones"] == [1639, 1776]  # 1639.13, 1775.70
     assert s["val"] == 461 and s["ckpt"] == 50   # 460.998, 50.008
     # Segmenter's 160k at 1 %
-    s = R.scale_iters(160000, 0.01, intervals={"val": 16000})
+    s = scale_iters(160000, 0.01, intervals={"val": 16000})
     assert (s["iters"], s["val"], s["milestones"]) == (1600, 160, [])
     # absurdly small: still a valid multi-step schedule (0 < m1 < m2 < iters), warm-up kept
-    s = R.scale_iters(184375, 1e-6, warmup=250, milestones=[163889, 177546])
+    s = scale_iters(184375, 1e-6, warmup=250, milestones=[163889, 177546])
     assert s == {"iters": 3, "warmup": 1, "milestones": [1, 2]}
-    assert R.scale_iters(300, 1.0, warmup=10, milestones=[270], intervals={"v": 300}) == \
+    assert scale_iters(300, 1.0, warmup=10, milestones=[270], intervals={"v": 300}) == \
         {"iters": 300, "warmup": 10, "milestones": [270], "v": 300}
 
 
@@ -71,8 +71,8 @@ def test_scaled_d2_schedule_builds_with_fvcore():
     from detectron2.config import instantiate
 
     cfg_file = os.path.join(REPO, "configs/detectron2/mask_rcnn_vitmix_deit_s_100ep.py")
-    ov, sched = R.d2_scaled_overrides(R.d2_config(cfg_file), 1e-5)
-    cfg = R.d2_config(cfg_file, ov)
+    ov, sched = d2_scaled_overrides(d2_config(cfg_file), 1e-5)
+    cfg = d2_config(cfg_file, ov)
     lr = instantiate(cfg.lr_multiplier)  # fvcore raises on milestones outside (0, num_updates)
     assert cfg.train.max_iter == sched["iters"] == 3
     assert list(cfg.lr_multiplier.scheduler.milestones) == [1, 2]
@@ -103,7 +103,7 @@ def test_dry_run_imagenet_and_peers_configs_load(tmp_path, capsys):
         cfg = load_config(cfg_file, ov)  # the real loader accepts every override
         assert cfg["train"]["epochs"] == 3 and cfg["optim"]["warmup_epochs"] == 0.05
         assert cfg["train"]["out_dir"] == str(tmp_path / "imagenet" / "runs" / row.id)
-        assert cfg["data"]["root"] == R.DATA["imagenet"]
+        assert cfg["data"]["root"] == DATA["imagenet"]
         assert row.steps[0].argv[row.steps[0].argv.index("--nproc") + 1] == "8"
     # the run folder's resume command continues with --resume auto
     assert "--resume auto" in rows[0].steps[0].command(resume=True)
@@ -137,6 +137,27 @@ def test_dry_run_imagenet_and_peers_configs_load(tmp_path, capsys):
     assert not (tmp_path / "dry").exists()
 
 
+def test_shim_and_console_script_print_the_same_plan(tmp_path, capsys):
+    """``python tools/repro/imagenet.py`` (the documented command, a shim) and ``vitmix-repro imagenet``
+    (downstream.repro.cli) print the same dry-run plan; unknown tables are refused."""
+    import subprocess
+    import sys
+
+    from downstream.repro.cli import TABLES, main
+
+    argv = ["--dry-run", "--scale", "0.01", "--out", str(tmp_path / "im"), "--only", "deit_s_*"]
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    shim = subprocess.run([sys.executable, os.path.join(REPO, "tools", "repro", "imagenet.py"), *argv],
+                          capture_output=True, text=True, env=env, cwd=str(tmp_path))
+    assert shim.returncode == 0, shim.stderr
+    assert main(["imagenet", *argv]) == 0
+    assert capsys.readouterr().out == shim.stdout and shim.stdout.count("\nbash ") == 4
+    assert set(TABLES) == {os.path.basename(f)[:-3] for f in os.listdir(os.path.join(REPO, "tools", "repro"))
+                           if f.endswith(".py")}
+    assert main(["nosuch"]) == 2 and "unknown table" in capsys.readouterr().err
+    assert main(["--list"]) == 0 and "mixmo_cifar100" in capsys.readouterr().out
+
+
 def script_module_bench():
     spec = importlib.util.spec_from_file_location("bench_mixers", os.path.join(REPO, "tools", "bench_mixers.py"))
     mod = importlib.util.module_from_spec(spec)
@@ -152,13 +173,13 @@ def test_dry_run_mmseg_mmdet_options_accepted(tmp_path):
     assert len(rows) == 12
     row = next(r for r in rows if r.id == "mask_deit_s_transmix")
     train, ss, ms = row.steps
-    cfg = R.mm_check_options(train.argv[3], _cfg_options(train.argv))  # every key exists, then merged
+    cfg = mm_check_options(train.argv[3], _cfg_options(train.argv))  # every key exists, then merged
     assert cfg.train_cfg.max_iters == 1600 and cfg.train_cfg.val_interval == 160
     assert cfg.default_hooks.checkpoint.interval == 160 and cfg.param_scheduler[0].end == 1600
     assert cfg.model.backbone.pretrained == str(tmp_path / "imagenet" / "runs" / "deit_s_transmix" / "best.safetensors")
-    assert cfg.test_dataloader.dataset.data_root == R.DATA["ade"]
+    assert cfg.test_dataloader.dataset.data_root == DATA["ade"]
     for test in (ss, ms):
-        tcfg = R.mm_check_options(test.argv[3], _cfg_options(test.argv))
+        tcfg = mm_check_options(test.argv[3], _cfg_options(test.argv))
         assert tcfg.model.backbone.pretrained is None
         assert test.argv[test.argv.index("--checkpoint") + 1].endswith("train/iter_1600.pth")
     assert "--tta" in ms.argv and "--tta" not in ss.argv and "tta_model" in cfg
@@ -169,14 +190,14 @@ def test_dry_run_mmseg_mmdet_options_accepted(tmp_path):
     row = next(r for r in rows if r.id == "maskrcnn_deit_b_transmix")
     train, test = row.steps
     assert train.argv[train.argv.index("--gpus") + 1] == "8"
-    cfg = R.mm_check_options(train.argv[3], _cfg_options(train.argv))
+    cfg = mm_check_options(train.argv[3], _cfg_options(train.argv))
     assert cfg.train_cfg.max_iters == 1844 and cfg.param_scheduler[0].end == 3
     assert cfg.param_scheduler[1].milestones == [1639, 1776] and cfg.param_scheduler[1].end == 1844
     assert cfg.val_evaluator.ann_file == "/data/coco/annotations/instances_val2017.json"
-    tcfg = R.mm_check_options(test.argv[3], _cfg_options(test.argv))
+    tcfg = mm_check_options(test.argv[3], _cfg_options(test.argv))
     assert tcfg.test_evaluator.img_dir == "/data/coco/val2017/"
-    with pytest.raises(R.ReproError, match="does not exist"):
-        R.mm_check_options(train.argv[3], ["train_cfg.max_iter=5"])  # a typo is refused, not added
+    with pytest.raises(ReproError, match="does not exist"):
+        mm_check_options(train.argv[3], ["train_cfg.max_iter=5"])  # a typo is refused, not added
 
 
 def test_dry_run_detectron2_and_synthetic_overrides_accepted(tmp_path, synthetic_root, monkeypatch):
@@ -186,11 +207,11 @@ def test_dry_run_detectron2_and_synthetic_overrides_accepted(tmp_path, synthetic
     train, test = next(r for r in rows if r.id == "maskrcnn_deit_t_cutmix").steps
     cf = train.argv[train.argv.index("--config-file") + 1]
     ov = train.argv[train.argv.index("--config-file") + 2:]
-    cfg = R.d2_config(cf, ov)
+    cfg = d2_config(cf, ov)
     assert cfg.train.max_iter == 1844 and list(cfg.lr_multiplier.scheduler.milestones) == [1639, 1776]
     assert cfg.datasets.vitmix_coco_2017_val.json_file == "/data/coco/annotations/instances_val2017.json"
     tov = [a for a in test.argv[test.argv.index("--config-file") + 2:] if a != "--eval-only"]
-    tcfg = R.d2_config(cf, tov)
+    tcfg = d2_config(cf, tov)
     assert tcfg.train.init_checkpoint.endswith("train/model_final.pth") and tcfg.model.backbone.pretrained is None
     # synthetic variants read the world through VITMIX_SYNTHETIC_DIR
     monkeypatch.setenv("VITMIX_SYNTHETIC_DIR", str(synthetic_root))
@@ -198,7 +219,7 @@ def test_dry_run_detectron2_and_synthetic_overrides_accepted(tmp_path, synthetic
                                 "--framework", "detectron2", "--out", str(tmp_path / "s")])
     train = rows[0].steps[0]
     assert train.env == {"VITMIX_SYNTHETIC_DIR": str(synthetic_root)}
-    cfg = R.d2_config(train.argv[train.argv.index("--config-file") + 1], train.argv[train.argv.index("--config-file") + 2:])
+    cfg = d2_config(train.argv[train.argv.index("--config-file") + 1], train.argv[train.argv.index("--config-file") + 2:])
     assert cfg.train.max_iter == 30 and cfg.model.roi_heads.num_classes == 4
 
 
@@ -234,15 +255,15 @@ def test_dry_run_analysis_and_mixmo_commands_parse(tmp_path, synthetic_root):
         cfg_file, ov = _pretrain_cmd(row.steps[-1].argv)
         cfg = load_config(cfg_file, ov)
         e0 = load_config(cfg_file)["train"]["epochs"]
-        assert cfg["train"]["epochs"] == max(1, int(e0 * 0.01 + 0.5)) and cfg["data"]["root"] == R.DATA["cifar100"]
+        assert cfg["train"]["epochs"] == max(1, int(e0 * 0.01 + 0.5)) and cfg["data"]["root"] == DATA["cifar100"]
 
 
 def test_only_patterns():
-    rows = [R.Row(i, i, "/x", []) for i in ("deit_s_cutmix", "deit_s_transmix", "deit_b_transmix")]
-    assert [r.id for r in R.select_rows(rows, ["*_transmix"])] == ["deit_s_transmix", "deit_b_transmix"]
-    assert [r.id for r in R.select_rows(rows, ["deit_s_cutmix"])] == ["deit_s_cutmix"]
-    with pytest.raises(R.ReproError, match="no such row"):
-        R.select_rows(rows, ["deit_x"])
+    rows = [Row(i, i, "/x", []) for i in ("deit_s_cutmix", "deit_s_transmix", "deit_b_transmix")]
+    assert [r.id for r in select_rows(rows, ["*_transmix"])] == ["deit_s_transmix", "deit_b_transmix"]
+    assert [r.id for r in select_rows(rows, ["deit_s_cutmix"])] == ["deit_s_cutmix"]
+    with pytest.raises(ReproError, match="no such row"):
+        select_rows(rows, ["deit_x"])
 
 
 # --------------------------------------------------------------------------------- collect
@@ -284,7 +305,7 @@ def test_collect_imagenet_and_peers(tmp_path):
     assert e["ours"] == 70.0 and e["paper"] == 79.8
     assert entry(tab, "deit_s_cutmix", "top-1 (best epoch)")["ours"] is None
     assert entry(tab, "deit_s_cutmix", "top-1 (best epoch)")["missing"].startswith("not run")
-    assert entry(tab, "deit_t_cutmix", "top-1 (best epoch)")["paper"] is None  # not in the seeds
+    assert entry(tab, "deit_t_cutmix", "top-1 (best epoch)")["paper"] is None  # no paper number quoted
     b = entry(tab, "deit_b_deit", "top-1 (best epoch)")
     assert b["ours"] is None and "unfinished" in b["missing"]
     t = entry(tab, "deit_t_deit", "top-1 (best epoch)")

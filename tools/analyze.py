@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Robustness and attention-quality studies of ViT checkpoints (see docs/analysis.md).
+"""Robustness and attention-quality studies of ViT checkpoints (see docs/analysis.md); the same as
+``vitmix-analyze`` (pretrain/analysis/cli.py).
 
 Examples::
 
@@ -12,12 +13,9 @@ Examples::
         --boxes /data/imagenet/val_boxes --out runs/analysis --ckpt ...
     python tools/analyze.py all --data data/synthetic --out runs/analysis_synthetic --ckpt ...
 """
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from pretrain.analysis.cli import cli  # noqa: E402
+from pretrain.analysis.cli import main
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(main())

@@ -14,20 +14,16 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import timm
+import torch
 
-import timm  # noqa: E402
-import torch  # noqa: E402
-
-from pretrain.analysis.attention_quality import attention_quality_study  # noqa: E402
-from pretrain.analysis.common import LoadedModel, _finish, parse_amp  # noqa: E402
-from pretrain.analysis.occlusion import occlusion_study  # noqa: E402
-from pretrain.analysis.shuffle import shuffle_study  # noqa: E402
-from pretrain.models.vit import create_vit  # noqa: E402
+from pretrain.analysis.attention_quality import attention_quality_study
+from pretrain.analysis.common import LoadedModel, _finish, parse_amp
+from pretrain.analysis.occlusion import occlusion_study
+from pretrain.analysis.shuffle import shuffle_study
+from pretrain.models.vit import create_vit
 
 
 def _sync(device):

@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import datetime
 import json
-import os
 import platform
 import random
 import statistics
@@ -35,10 +34,8 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from pretrain.mixing import build_mixer  # noqa: E402
-from pretrain.models.vit import ClsAttentionTap, create_vit  # noqa: E402
+from pretrain.mixing import build_mixer
+from pretrain.models.vit import ClsAttentionTap, create_vit
 
 ALL = ["cutmix", "mixup", "transmix", "transmix_external", "tokenmix", "tokenmix_elem", "tokenmix+teacher",
        "saliencymix", "attentive_cutmix", "puzzlemix"]

@@ -1,4 +1,5 @@
-"""Command line of the analysis studies (``python tools/analyze.py <study> ...``).
+"""Command line of the analysis studies: ``vitmix-analyze <study> ...`` (or ``python tools/analyze.py
+<study> ...``).
 
 Studies: ``occlusion``, ``shuffle``, ``natural-adversarial``, ``attention``, and ``all`` (every
 study on a synthetic world written by ``tools/make_synthetic.py``). Each writes
@@ -319,7 +320,9 @@ RUNNERS = {"occlusion": run_occlusion, "shuffle": run_shuffle, "natural-adversar
            "attention": run_attention}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> Dict:
+def run(argv: Optional[Sequence[str]] = None) -> Dict:
+    """Parse ``argv`` and run the study (or ``all``); returns its results. Bad inputs raise
+    :class:`AnalysisError` (or the checkpoint reader's error)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     if args.study == "all":
@@ -330,11 +333,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     return res
 
 
-def cli() -> None:
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``vitmix-analyze`` / ``python tools/analyze.py``: :func:`run`, a bad input reported as
+    ``error: ...`` with exit status 2."""
     from downstream.weights import CheckpointError
 
     try:
-        main()
+        run(argv)
     except (AnalysisError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        return 2
+    return 0
