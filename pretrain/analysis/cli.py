@@ -336,7 +336,7 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``vitmix-analyze`` / ``python tools/analyze.py``: :func:`run`, a bad input reported as
     ``error: ...`` with exit status 2."""
-    from downstream.weights import CheckpointError
+    from ..checkpoint import CheckpointError
 
     try:
         run(argv)
