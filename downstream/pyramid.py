@@ -17,7 +17,7 @@ are thin subclasses of it with identical state dicts (``vit.*``,
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -137,15 +137,15 @@ class ViTPyramidBackbone(nn.Module):
     dicts are identical (``vit.*``, ``pyramid.*``).
 
     Args:
-        img_size, patch_size, in_chans, embed_dim, depth, num_heads,
-        mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, drop_path_rate,
-        final_norm, norm_eps, interpolate_mode, frozen_stages, use_cls_token,
-        window_size, global_block_indexes, use_rel_pos, rel_pos_grid: see
-            :class:`VisionTransformer` (``out_indices`` is the last block).
         out_channels: channels of every pyramid level.
         strides: output strides (each ``patch_size * 2**k``).
         top_block: add the max-pooled level at ``2 * strides[-1]``.
         pyramid_norm: LayerNorm2d in the pyramid.
+        final_norm, use_cls_token: as :class:`VisionTransformer`, with ViTDet's defaults (no final norm,
+            no CLS token).
+        **vit_kwargs: the other arguments of :class:`VisionTransformer` (``img_size``, ``patch_size``,
+            ``embed_dim``, ``depth``, ``num_heads``, ..., ``window_size``, ``global_block_indexes``,
+            ``use_rel_pos``, ``rel_pos_grid``); ``out_indices`` is the last block.
 
     Shapes:
         input: (B, in_chans, H, W), H and W divisible by
@@ -156,55 +156,19 @@ class ViTPyramidBackbone(nn.Module):
 
     def __init__(
         self,
-        img_size: Union[int, Sequence[int]] = 224,
-        patch_size: int = 16,
-        in_chans: int = 3,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        drop_rate: float = 0.0,
-        attn_drop_rate: float = 0.0,
-        drop_path_rate: float = 0.0,
-        final_norm: bool = False,
-        norm_eps: float = 1e-6,
-        interpolate_mode: str = "bicubic",
-        frozen_stages: int = -1,
-        use_cls_token: bool = False,
-        window_size: int = 0,
-        global_block_indexes: Sequence[int] = (),
-        use_rel_pos: bool = False,
-        rel_pos_grid: Optional[Sequence[int]] = None,
         out_channels: int = 256,
         strides: Sequence[int] = (4, 8, 16, 32),
         top_block: bool = True,
         pyramid_norm: bool = True,
+        final_norm: bool = False,
+        use_cls_token: bool = False,
+        **vit_kwargs: Any,
     ):
         super().__init__()
-        self.vit = VisionTransformer(
-            img_size=img_size,
-            patch_size=patch_size,
-            in_chans=in_chans,
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            mlp_ratio=mlp_ratio,
-            qkv_bias=qkv_bias,
-            drop_rate=drop_rate,
-            attn_drop_rate=attn_drop_rate,
-            drop_path_rate=drop_path_rate,
-            out_indices=(-1,),
-            final_norm=final_norm,
-            norm_eps=norm_eps,
-            interpolate_mode=interpolate_mode,
-            frozen_stages=frozen_stages,
-            use_cls_token=use_cls_token,
-            window_size=window_size,
-            global_block_indexes=global_block_indexes,
-            use_rel_pos=use_rel_pos,
-            rel_pos_grid=rel_pos_grid,
-        )
+        if "out_indices" in vit_kwargs:
+            raise ValueError("ViTPyramidBackbone builds its pyramid from the last block; out_indices is not an option")
+        self.vit = VisionTransformer(out_indices=(-1,), final_norm=final_norm, use_cls_token=use_cls_token,
+                                     **vit_kwargs)
         strides = tuple(int(s) for s in strides)
         if not strides or list(strides) != sorted(set(strides)):
             raise ValueError(f"strides must be increasing and distinct, got {strides}")
