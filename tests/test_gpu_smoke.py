@@ -23,7 +23,7 @@ import copy
 import json
 import math
 import os
-from typing import Any, Dict, Iterator, Tuple
+from typing import Any, Dict, Iterator
 
 import pytest
 import torch

@@ -51,7 +51,8 @@ from torch.utils.data import Dataset
 
 from .folders import load_rgb
 from .small_layout import (ARCHIVE_FOLDERS, CIFAR_FILES, CIFAR_LABEL_KEYS, CIFAR_NAMES_KEYS, NATIVE_SIZE,
-                           NUM_CLASSES, SMALL_FORMATS, TINY_IMAGENET_WNIDS, check_format)
+                           NUM_CLASSES, TINY_IMAGENET_WNIDS, check_format)
+from .small_layout import SMALL_FORMATS  # noqa: F401  (the formats this module reads, re-exported)
 
 log = logging.getLogger(__name__)
 
