@@ -99,7 +99,9 @@ def test_the_deit_recipes_exist_with_the_official_hyper_parameters():
         if kind in ("deit", "cutmix", "transmix"):  # timm 0.3.2 / 0.5.0 boxes, timm's default correct_lam
             assert mx["box_rule"] == "timm054" and mx["correct_lam"] is True and mx["mode"] == "batch"
         if kind == "transmix":
-            assert mx["lam_mode"] == "mean"
+            assert mx["lam_mode"] == "mean" and d["eval_crop_pct"] == 0.9  # the timm model cfg's crop_pct
+        else:
+            assert d["eval_crop_pct"] == 0.875  # DeiT / TokenMix datasets.py: resize 256, crop 224
         if kind == "tokenmix":
             assert (mx["mask_ratio"], mx["extra_tokens"], mx["loss"], mx["mode"]) == (0.5, 14, "bce", "batch")
             assert (mx["smoothing_rule"], mx["bce_clamp"], mx["zero_map"], mx["renormalize"]) == \
