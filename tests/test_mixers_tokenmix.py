@@ -289,6 +289,10 @@ def test_bad_inputs_are_named():
         lm(torch.randn(2, 3, 16, 16), torch.tensor([0, 1]), extras=torch.rand(3, 2, 2))
     with pytest.raises(ValueError, match="unknown TokenMix target"):
         build_mixer({"name": "tokenmix", "target": "cam"}, 4)
+    with pytest.raises(ValueError, match="smoothing_rule"):
+        build_mixer({"name": "tokenmix", "smoothing_rule": "timm"}, 4)
+    with pytest.raises(ValueError, match="zero_map"):
+        build_mixer({"name": "tokenmix", "zero_map": "area"}, 4)
     with pytest.raises(ValueError, match="checkpoint' is required"):
         build_mixer({"name": "tokenmix", "target": "teacher", "teacher": {"name": "resnet18"}}, 4)
 

@@ -65,8 +65,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import (ZERO_MAPS, MixedBatch, Mixer, check_batch, model_patch_size, paste, patch_grid, resize_maps,
-                   soft_target_cross_entropy, weighted_targets)
+from .base import (ZERO_MAPS, MixedBatch, Mixer, check_batch, model_patch_size, one_hot, paste, patch_grid,
+                   resize_maps, soft_target_cross_entropy, weighted_targets)
 from .teachers import build_external
 
 TARGETS = ("area", "teacher", "label_map")
@@ -172,11 +172,11 @@ def official_token_targets(labels: torch.Tensor, partner_labels: torch.Tensor, w
     if labels.numel() and (int(labels.max()) >= num_classes or int(labels.min()) < 0):
         raise ValueError(f"label {int(labels.max())} out of range for {num_classes} classes")
     s = float(smoothing)
-    out = torch.full((labels.shape[0], num_classes), s / num_classes, device=labels.device, dtype=torch.float32)
-    w1 = w_own.detach().to(out.device, torch.float32).view(-1, 1) - s / 2
-    w2 = w_partner.detach().to(out.device, torch.float32).view(-1, 1) - s / 2
-    out.scatter_add_(1, labels.long().view(-1, 1), w1)
-    return out.scatter_add_(1, partner_labels.long().view(-1, 1).to(out.device), w2)
+    e_own = one_hot(labels, num_classes)
+    e_par = one_hot(partner_labels.to(labels.device), num_classes)
+    w1 = w_own.detach().to(e_own.device, torch.float32).view(-1, 1) - s / 2
+    w2 = w_partner.detach().to(e_own.device, torch.float32).view(-1, 1) - s / 2
+    return s / num_classes + w1 * e_own + w2 * e_par  # elementwise: deterministic on every device
 
 
 def bce_with_logits(logits: torch.Tensor, targets: torch.Tensor, clamp: bool = False) -> torch.Tensor:
