@@ -422,10 +422,12 @@ class TokenMix(Mixer):
             w_own = torch.where(cut, s_own.to(lam.device), w_own)
             w_partner = torch.where(cut, s_partner.to(lam.device), w_partner)
             if self.smoothing_rule == "official":
-                mixed = weighted_targets(batch.labels, batch.partner_labels, w_own, w_partner, self.num_classes,
-                                         self.label_smoothing)  # Mixup / unmixed rows: timm's smoothing
                 tok = official_token_targets(batch.labels, batch.partner_labels, w_own, w_partner,
                                              self.num_classes, self.label_smoothing)
+                if self.mode == "batch":  # one draw for the batch: every row is token-mixed
+                    return tok
+                mixed = weighted_targets(batch.labels, batch.partner_labels, w_own, w_partner, self.num_classes,
+                                         self.label_smoothing)  # Mixup / unmixed rows: timm's smoothing
                 return torch.where(cut.to(tok.device).view(-1, 1), tok, mixed)
         return weighted_targets(batch.labels, batch.partner_labels, w_own, w_partner, self.num_classes,
                                 self.label_smoothing)
