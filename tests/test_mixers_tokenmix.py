@@ -80,9 +80,15 @@ def test_block_masks_are_multi_part_and_reach_the_official_count():
     assert rect < 32
 
 
-def slow_targets(pm, maps, y, k, smoothing, renorm):
+def slow_targets(pm, maps, y, k, smoothing, renorm, rule="official"):
+    """Token-mixed targets, one entry at a time.
+
+    ``official`` restates Sense-X/TokenMix ``Mixup.__call__``: off value ``s/K``; two rows, each with
+    ``off/2`` everywhere and ``score - s/2 + off/2`` at its image's class, summed. ``onehot`` smooths each
+    one-hot the timm way (``1 - s + s/K`` / ``s/K``) and weights it by the score."""
     b, p = pm.shape
     out = torch.zeros(b, k)
+    off = smoothing / k
     for i in range(b):
         j = b - 1 - i
         w_own = sum(float(maps[i, t]) for t in range(p) if pm[i, t] == 0)
@@ -90,26 +96,33 @@ def slow_targets(pm, maps, y, k, smoothing, renorm):
         if renorm:
             w_own, w_par = w_own / (w_own + w_par), w_par / (w_own + w_par)
         for c in range(k):
-            yo = (1 - smoothing + smoothing / k) if c == y[i] else smoothing / k
-            yp = (1 - smoothing + smoothing / k) if c == y[j] else smoothing / k
-            out[i, c] = w_own * yo + w_par * yp
+            if rule == "official":
+                row1 = (w_own - smoothing / 2 + off / 2) if c == y[i] else off / 2
+                row2 = (w_par - smoothing / 2 + off / 2) if c == y[j] else off / 2
+                out[i, c] = row1 + row2
+            else:
+                yo = (1 - smoothing + off) if c == y[i] else off
+                yp = (1 - smoothing + off) if c == y[j] else off
+                out[i, c] = w_own * yo + w_par * yp
     return out
 
 
+@pytest.mark.parametrize("rule", ["official", "onehot"])
 @pytest.mark.parametrize("renorm", [False, True])
 @pytest.mark.parametrize("mode", ["batch", "elem"])
-def test_label_map_targets_match_slow_reference(mode, renorm):
+def test_label_map_targets_match_slow_reference(mode, renorm, rule):
     torch.manual_seed(0)
     b, k, hw, p = 6, 5, (32, 48), 8
     mixer = build_mixer({"name": "tokenmix", "mixup_alpha": 0.0, "mode": mode, "patch_size": p,
-                         "target": "label_map", "label_maps": "unused-here", "renormalize": renorm}, k, seed=3)
+                         "target": "label_map", "label_maps": "unused-here", "renormalize": renorm,
+                         "smoothing_rule": rule}, k, seed=3)
     x = torch.randn(b, 3, *hw)
     y = torch.randint(0, k, (b,))
     maps = torch.rand(b, 4, 6) ** 4  # already on the 4x6 token grid
     batch = mixer(x, y, extras=maps)
     t = mixer.targets(batch)
     norm = maps.flatten(1) / maps.flatten(1).sum(1, keepdim=True)
-    ref = slow_targets(batch.aux["patch_mask"], norm, y, k, 0.1, renorm)
+    ref = slow_targets(batch.aux["patch_mask"], norm, y, k, 0.1, renorm, rule)
     torch.testing.assert_close(t, ref, rtol=1e-5, atol=1e-6)
     s_own, s_par = token_scores(batch.aux["patch_mask"], norm)
     assert bool(((s_own >= 0) & (s_own <= 1) & (s_par >= 0) & (s_par <= 1)).all())
@@ -134,6 +147,80 @@ def test_area_targets_sum_to_one_and_bce_loss():
     torch.testing.assert_close(mixer.loss(logits, t), ref)
 
 
+def test_official_smoothing_of_a_hidden_object_is_negative():
+    """Sense-X/TokenMix: an image whose activation lies entirely under the partner's tokens has score 0, and
+    its class gets 0 - s/2 + s/K (negative); rows sum to the two scores; ``onehot`` never goes negative."""
+    k, s, p = 10, 0.1, 8
+    x, y = torch.randn(2, 3, 16, 16), torch.tensor([3, 7])
+    cfg = {"name": "tokenmix", "mixup_alpha": 0.0, "patch_size": p, "target": "label_map", "label_maps": "unused"}
+    pm = build_mixer(cfg, k, seed=0)(x, y, extras=torch.ones(2, 2, 2)).aux["patch_mask"][0]  # batch mode
+    assert 0 < int(pm.sum()) < 4
+    # the same seed draws the same mask: sample 0's activation under the pasted tokens, sample 1's on the kept
+    maps = torch.stack([pm.view(2, 2), (1 - pm).view(2, 2)])
+    own, par = [0.0, 1.0], [0.0, 1.0]  # sample 0 keeps none of its map and gets none of sample 1's; sample 1 all
+    for rule in ("official", "onehot"):
+        mixer = build_mixer({**cfg, "smoothing_rule": rule}, k, seed=0)
+        batch = mixer(x, y, extras=maps)
+        assert torch.equal(batch.aux["patch_mask"][0], pm)
+        t = mixer.targets(batch)
+        for i in range(2):
+            for c in range(k):
+                is_own, is_par = float(c == int(y[i])), float(c == int(y[1 - i]))
+                if rule == "official":
+                    want = s / k + (own[i] - s / 2) * is_own + (par[i] - s / 2) * is_par
+                else:
+                    want = own[i] * ((1 - s) * is_own + s / k) + par[i] * ((1 - s) * is_par + s / k)
+                assert float(t[i, c]) == pytest.approx(want, abs=1e-6), (rule, i, c)
+        torch.testing.assert_close(t.sum(1), torch.tensor([own[0] + par[0], own[1] + par[1]]))
+        if rule == "official":
+            assert float(t[0, 3]) == pytest.approx(-s / 2 + s / k) and float(t[0, 7]) < 0
+        else:
+            assert float(t.min()) >= 0
+
+
+def test_bce_is_timm054_binary_cross_entropy_without_clamp():
+    """timm 0.5.4 ``BinaryCrossEntropy()`` on dense targets: mean over B x K of log(1 + e^x) - x t with the
+    targets as given (negative or above 1 too); ``bce_clamp`` clamps them to [0, 1] first."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4) * 3
+    t = torch.tensor([[-0.05, 0.01, 1.2, 0.3], [0.5, 0.5, -0.2, 0.0], [1.0, 0.0, 0.0, 0.9]])
+
+    def slow(tt):
+        vals = [math.log1p(math.exp(float(logits[i, c]))) - float(logits[i, c]) * float(tt[i, c])
+                for i in range(3) for c in range(4)]
+        return sum(vals) / len(vals)
+
+    plain = build_mixer({"name": "tokenmix", "patch_size": 8}, 4, seed=0)
+    clamped = build_mixer({"name": "tokenmix", "patch_size": 8, "bce_clamp": True}, 4, seed=0)
+    assert float(plain.loss(logits, t)) == pytest.approx(slow(t), rel=1e-5)
+    assert float(clamped.loss(logits, t)) == pytest.approx(slow(t.clamp(0, 1)), rel=1e-5)
+    assert abs(slow(t) - slow(t.clamp(0, 1))) > 1e-3  # the two really differ on these targets
+    ce = build_mixer({"name": "tokenmix", "patch_size": 8, "loss": "ce"}, 4, seed=0)
+    want = -sum(float(t[i, c]) * float(torch.log_softmax(logits[i], 0)[c]) for i in range(3) for c in range(4)) / 3
+    assert float(ce.loss(logits, t)) == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize("zero_map", ["zero", "uniform"])
+def test_all_zero_map_gives_weight_zero_as_official(zero_map):
+    """An all-zero label map: weight 0 for that image (official ``map / (sum + 1e-8)``), or the area share
+    with ``zero_map: uniform``."""
+    k, s, p = 6, 0.1, 8
+    x, y = torch.randn(4, 3, 16, 32), torch.tensor([0, 1, 2, 3])
+    mixer = build_mixer({"name": "tokenmix", "mixup_alpha": 0.0, "patch_size": p, "target": "label_map",
+                         "label_maps": "unused-here", "zero_map": zero_map}, k, seed=2)
+    maps = torch.rand(4, 2, 4) + 0.1
+    maps[1] = 0.0
+    batch = mixer(x, y, extras=maps)
+    t = mixer.targets(batch)
+    pm = batch.aux["patch_mask"]
+    kept = float((1 - pm[1]).sum()) / pm.shape[1]  # sample 1's own-token share
+    w1 = 0.0 if zero_map == "zero" else kept
+    # sample 1's own class; sample 2 has sample 1 as partner (flip), its partner class is 1
+    assert float(t[1, 1]) == pytest.approx(s / k + w1 - s / 2, abs=1e-6)
+    w2_partner = 0.0 if zero_map == "zero" else float(pm[2].sum()) / pm.shape[1]
+    assert float(t[2, 1]) == pytest.approx(s / k + w2_partner - s / 2, abs=1e-6)
+
+
 def test_cnn_teacher_cam_of_the_label_matches_manual_cam():
     torch.manual_seed(0)
     cnn = timm.create_model("resnet18", pretrained=False, num_classes=5).eval()
@@ -151,7 +238,7 @@ def test_cnn_teacher_cam_of_the_label_matches_manual_cam():
         cam = (cam + cnn.fc.bias[y[i]]).clamp_min(0)
         up = torch.nn.functional.interpolate(cam[None, None], size=(4, 4), mode="bilinear", align_corners=False)
         up = up.flatten().clamp_min(0)
-        ref[i] = up / up.sum() if up.sum() > 0 else torch.full((16,), 1 / 16)
+        ref[i] = up / up.sum() if up.sum() > 0 else torch.zeros(16)  # official: an all-zero map stays zero
     torch.testing.assert_close(batch.aux["maps"], ref, rtol=1e-4, atol=1e-6)
     assert not any(p.requires_grad for p in cnn.parameters())
     with pytest.raises(ValueError, match="same label space"):
@@ -202,6 +289,10 @@ def test_bad_inputs_are_named():
         lm(torch.randn(2, 3, 16, 16), torch.tensor([0, 1]), extras=torch.rand(3, 2, 2))
     with pytest.raises(ValueError, match="unknown TokenMix target"):
         build_mixer({"name": "tokenmix", "target": "cam"}, 4)
+    with pytest.raises(ValueError, match="smoothing_rule"):
+        build_mixer({"name": "tokenmix", "smoothing_rule": "timm"}, 4)
+    with pytest.raises(ValueError, match="zero_map"):
+        build_mixer({"name": "tokenmix", "zero_map": "area"}, 4)
     with pytest.raises(ValueError, match="checkpoint' is required"):
         build_mixer({"name": "tokenmix", "target": "teacher", "teacher": {"name": "resnet18"}}, 4)
 

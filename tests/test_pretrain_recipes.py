@@ -56,33 +56,64 @@ def _replace_checkpoints(node, ckpt):
                 _replace_checkpoints(v, ckpt)
 
 
-def test_the_deit_recipes_exist_with_the_papers_hyper_parameters():
+# What the official code runs, per method, typed from the sources (docs/mixers.md lists them): DeiT main.py
+# (facebookresearch/deit), Beckschen/TransMix configs/deit_{s,b}_transmix.yaml + train.py defaults, Sense-X/TokenMix
+# exp/deit_small/run.sh + main.py defaults. (total batch, lr at that batch, wd, warm-up, random erasing,
+# repeated-augmentation copies, switch prob)
+OFFICIAL = {
+    "deit": dict(total=1024, lr=5e-4 * 1024 / 512, wd=0.05, warmup=5, re_prob=0.25, repeats=3, switch=0.5),
+    "cutmix": dict(total=1024, lr=5e-4 * 1024 / 512, wd=0.05, warmup=5, re_prob=0.25, repeats=3, switch=None),
+    "transmix": dict(total=1024, lr=1e-3, wd=0.03, warmup=20, re_prob=0.0, repeats=1, switch=0.8),
+    "transmix_b": dict(total=256, lr=1e-3, wd=0.05, warmup=5, re_prob=0.0, repeats=1, switch=0.8),
+    "tokenmix": dict(total=1024, lr=5e-4 * 1024 / 512, wd=0.05, warmup=5, re_prob=0.25, repeats=1, switch=0.5),
+}
+
+
+def test_the_deit_recipes_exist_with_the_official_hyper_parameters():
     names = {os.path.splitext(os.path.basename(p))[0] for p in RECIPES}
     assert set(DEIT) <= names
     for name in DEIT:
         cfg = load_config(os.path.join(CFG_DIR, name + ".yaml"))
         m, d, o, t, mx = cfg["model"], cfg["data"], cfg["optim"], cfg["train"], cfg["mixer"]
-        size = name.split("_")[1]
+        size, kind = name.split("_")[1], name.split("_")[2]
+        want = OFFICIAL["transmix_b" if name == "deit_b_transmix" else kind]
         assert m["name"] == {"t": "deit_tiny_patch16_224", "s": "deit_small_patch16_224",
                              "b": "deit_base_patch16_224"}[size]
         assert m["drop_path"] == 0.1 and m["ema"] and m["ema_decay"] == 0.99996
-        assert (d["img_size"], d["num_classes"], d["auto_augment"], d["re_prob"], d["repeated_aug"]) == \
-            (224, 1000, "rand-m9-mstd0.5-inc1", 0.25, 3)
-        assert (o["lr"], o["lr_base_batch"], o["weight_decay"], o["warmup_epochs"], o["min_lr"]) == \
-            (5e-4, 512, 0.05, 5, 1e-5)
+        assert (d["img_size"], d["num_classes"], d["auto_augment"]) == (224, 1000, "rand-m9-mstd0.5-inc1")
+        total = 8 * d["batch_size"]  # the recipes count 8 processes
+        assert total == want["total"], name
+        # the engine's lr at the official total batch: lr x total / lr_base_batch
+        assert o["lr"] * total / o["lr_base_batch"] == pytest.approx(want["lr"]), name
+        assert (o["weight_decay"], o["warmup_epochs"], o["warmup_lr"], o["min_lr"]) == \
+            (want["wd"], want["warmup"], 1e-6, 1e-5), name
+        assert (d["re_prob"], d["repeated_aug"]) == (want["re_prob"], want["repeats"]), name
         assert t["epochs"] == 300 and mx["label_smoothing"] == 0.1
-        kind = name.split("_")[2]
         expected = {"deit": ("mixup_cutmix", 0.8, 1.0), "cutmix": ("cutmix", 0.0, 1.0),
                     "transmix": ("transmix", 0.8, 1.0), "tokenmix": ("tokenmix", 0.8, None)}[kind]
         assert mx["name"] == expected[0] and mx.get("mixup_alpha") == expected[1]
         if expected[2] is not None:
             assert mx["cutmix_alpha"] == expected[2]
-        if kind in ("deit", "transmix", "tokenmix"):
-            assert mx["switch_prob"] == 0.5
+        if want["switch"] is not None:
+            assert mx["switch_prob"] == want["switch"], name
+        if kind in ("deit", "cutmix", "transmix"):  # timm 0.3.2 / 0.5.0 boxes, timm's default correct_lam
+            assert mx["box_rule"] == "timm054" and mx["correct_lam"] is True and mx["mode"] == "batch"
         if kind == "transmix":
-            assert mx["lam_mode"] == "mean"
+            assert mx["lam_mode"] == "mean" and d["eval_crop_pct"] == 0.9  # the timm model cfg's crop_pct
+        else:
+            assert d["eval_crop_pct"] == 0.875  # DeiT / TokenMix datasets.py: resize 256, crop 224
         if kind == "tokenmix":
-            assert (mx["mask_ratio"], mx["extra_tokens"], mx["loss"]) == (0.5, 14, "bce")
+            assert (mx["mask_ratio"], mx["extra_tokens"], mx["loss"], mx["mode"]) == (0.5, 14, "bce", "batch")
+            assert (mx["smoothing_rule"], mx["bce_clamp"], mx["zero_map"], mx["renormalize"]) == \
+                ("official", False, "zero", False)
+
+
+def test_every_mixer_option_in_the_recipes_is_accepted():
+    """Each ImageNet recipe's mixer block builds (label maps and checkpoints are only read at run time)."""
+    from pretrain.mixing import build_mixer
+    for name in DEIT:
+        mx = dict(load_config(os.path.join(CFG_DIR, name + ".yaml"))["mixer"])
+        build_mixer(mx, 1000, seed=0)
 
 
 @pytest.mark.slow

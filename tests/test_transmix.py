@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pretrain.mixing import build_mixer, transmix_lambda
-from pretrain.mixing.base import box_masks, mix_targets, rand_bbox
+from pretrain.mixing.base import box_masks, boxes_from_centres, mix_targets, rand_bbox, rand_bbox_minmax
 from pretrain.models.vit import ClsAttentionTap, create_vit
 
 
@@ -80,6 +80,96 @@ def test_mixed_pixels_come_from_the_right_source():
     assert torch.equal(batch.images[~m], x[~m])
     # area lambda equals the unmasked share exactly (correct_lam)
     torch.testing.assert_close(batch.lam, 1 - batch.mask.flatten(1).mean(1))
+
+
+@pytest.mark.parametrize("mode", ["batch", "elem"])
+def test_correct_lam_false_mean_uses_the_clipped_box_area(mode):
+    """Beckschen/TransMix ``transmix_label``: lam0 = pasted box area / (H W) from the (clipped) box, whatever
+    ``correct_lam`` did to the area target; lam = ((1 - lam0) + lam_attn) / 2 for the own label."""
+    torch.manual_seed(0)
+    b, k, h, w, p = 16, 7, 32, 32, 8
+    mixer = build_mixer({"name": "transmix", "mixup_alpha": 0.0, "correct_lam": False, "mode": mode,
+                         "label_smoothing": 0.0}, k, seed=5)
+    x, y = torch.randn(b, 3, h, w), torch.arange(b) % k
+    for _ in range(20):  # until some box is clipped by the border, so the drawn and the area lambda differ
+        batch = mixer(x, y)
+        pasted = [float(batch.mask[i].sum()) / (h * w) for i in range(b)]
+        if any(abs((1 - pasted[i]) - float(batch.lam[i])) > 1e-3 for i in range(b)):
+            break
+    else:
+        pytest.fail("no clipped box in 20 batches")
+    attn = torch.rand(b, h // p, w // p) ** 2
+    t = mixer.targets(batch, attn)
+    for i in range(b):
+        kept = total = 0.0
+        for r in range(h // p):
+            for c in range(w // p):
+                total += float(attn[i, r, c])
+                if batch.mask[i, 0, r * p, c * p] == 0:
+                    kept += float(attn[i, r, c])
+        lam = ((1 - pasted[i]) + kept / total) / 2
+        want = torch.zeros(k)
+        want[y[i]] += lam
+        want[y[b - 1 - i]] += 1 - lam
+        torch.testing.assert_close(t[i], want, rtol=1e-5, atol=1e-6)
+    # the plain-CutMix ablation keeps timm's correct_lam=False semantics: the drawn lambda
+    area = build_mixer({"name": "transmix", "mixup_alpha": 0.0, "correct_lam": False, "mode": mode,
+                        "lam_mode": "area", "label_smoothing": 0.0}, k, seed=5)
+    torch.testing.assert_close(area.targets(batch, attn), mix_targets(y, y.flip(0), batch.lam, k))
+
+
+def slow_timm054_box(hw, lam, cy, cx):
+    """timm 0.5.4 ``rand_bbox`` for a given centre: half sides cut//2 on both sides of the centre, clipped."""
+    h, w = hw
+    cut_h, cut_w = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+    clip = lambda v, hi: min(max(v, 0), hi)  # noqa: E731
+    return (clip(cy - cut_h // 2, h), clip(cy + cut_h // 2, h), clip(cx - cut_w // 2, w), clip(cx + cut_w // 2, w))
+
+
+@pytest.mark.parametrize("hw", [(224, 224), (50, 71), (31, 17)])
+def test_timm054_box_rule_has_even_sides(hw):
+    g = torch.Generator().manual_seed(0)
+    lam = torch.rand(200, generator=g, dtype=torch.float64)
+    cy = torch.randint(0, hw[0], (200,), generator=g)
+    cx = torch.randint(0, hw[1], (200,), generator=g)
+    ours = boxes_from_centres(hw, lam, cy, cx, rule="timm054")
+    now = boxes_from_centres(hw, lam, cy, cx, rule="timm")
+    odd = 0
+    for i in range(200):
+        ref = slow_timm054_box(hw, float(lam[i]), int(cy[i]), int(cx[i]))
+        assert tuple(int(v) for v in ours[i]) == ref
+        cut_h = int(hw[0] * math.sqrt(1 - float(lam[i])))
+        y0, y1 = ref[:2]
+        if 0 < y0 and y1 < hw[0]:  # unclipped: 2 * (cut_h // 2) rows, one fewer than timm 1.0's cut_h when odd
+            assert y1 - y0 == 2 * (cut_h // 2)
+            if cut_h % 2:
+                odd += 1
+                assert int(now[i, 1] - now[i, 0]) == cut_h
+    assert odd > 0
+    with pytest.raises(ValueError, match="box rule"):
+        boxes_from_centres(hw, lam, cy, cx, rule="timm2")
+
+
+def test_timm054_box_rule_through_the_mixer_and_minmax():
+    """``box_rule: timm054`` reaches the mixer's boxes (even unclipped sides, lam = own share of the pixels)
+    and the min-max boxes (top-left corner in [0, H - cut_h), as timm 0.5.4's ``randint(0, H - cut_h)``)."""
+    x, y = torch.randn(64, 3, 33, 33), torch.arange(64) % 5
+    mixer = build_mixer({"name": "transmix", "mixup_alpha": 0.0, "mode": "elem", "box_rule": "timm054"}, 5, seed=0)
+    batch = mixer(x, y)
+    torch.testing.assert_close(batch.lam, 1 - batch.mask.flatten(1).mean(1))
+    rows = batch.mask[:, 0].amax(2).sum(1)  # box height per sample
+    cols = batch.mask[:, 0].amax(1).sum(1)
+    inner = (batch.mask[:, 0, 0].sum(1) == 0) & (batch.mask[:, 0, -1].sum(1) == 0)  # touches neither edge row
+    inner &= (batch.mask[:, 0, :, 0].sum(1) == 0) & (batch.mask[:, 0, :, -1].sum(1) == 0)
+    assert int(inner.sum()) > 0 and bool((rows[inner] % 2 == 0).all() and (cols[inner] % 2 == 0).all())
+    g = torch.Generator().manual_seed(0)
+    boxes = rand_bbox_minmax((40, 30), 3000, (0.2, 0.8), generator=g, rule="timm054")
+    assert bool((boxes[:, 1] < 40).all() and (boxes[:, 3] < 30).all())
+    g = torch.Generator().manual_seed(0)
+    now = rand_bbox_minmax((40, 30), 3000, (0.2, 0.8), generator=g)
+    assert bool((now[:, 1] == 40).any())
+    with pytest.raises(ValueError, match="box_rule"):
+        build_mixer({"name": "cutmix", "box_rule": "old"}, 5)
 
 
 def test_rand_bbox_matches_timm_formula():

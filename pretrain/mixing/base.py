@@ -113,29 +113,40 @@ def check_batch(x: torch.Tensor, y: torch.Tensor) -> None:
         raise ValueError("mixing needs a batch of at least 2 samples (got 1); use drop_last=True")
 
 
-def boxes_from_centres(img_hw: Tuple[int, int], lam: torch.Tensor, cy: torch.Tensor,
-                       cx: torch.Tensor) -> torch.Tensor:
-    """(n, 4) int64 half-open boxes ``(y0, y1, x0, x1)`` of side ``int(H*sqrt(1-lam))`` x
-    ``int(W*sqrt(1-lam))`` centred at integer pixels (cy, cx), clipped at the borders.
+BOX_RULES = ("timm", "timm054")
 
-    Same rule as timm's ``rand_bbox`` (timm 1.0.x): ``y0 = cy - cut_h // 2``,
-    ``y1 = cy + (cut_h + 1) // 2``, so an unclipped box has exactly ``cut_h`` rows.
+
+def boxes_from_centres(img_hw: Tuple[int, int], lam: torch.Tensor, cy: torch.Tensor,
+                       cx: torch.Tensor, rule: str = "timm") -> torch.Tensor:
+    """(n, 4) int64 half-open boxes ``(y0, y1, x0, x1)`` centred at integer pixels (cy, cx), clipped at
+    the borders, for ``cut_h = int(H*sqrt(1-lam))``, ``cut_w = int(W*sqrt(1-lam))``.
+
+    ``rule`` is the side-length rule of timm's ``rand_bbox``:
+
+    * ``timm`` (timm 1.0.x): ``y0 = cy - cut_h // 2``, ``y1 = cy + (cut_h + 1) // 2``, so an unclipped
+      box has exactly ``cut_h`` x ``cut_w`` pixels;
+    * ``timm054`` (timm <= 0.5.4, which DeiT, TransMix and TokenMix's copy ran):
+      ``y1 = cy + cut_h // 2``, so an unclipped box has ``2*(cut_h//2)`` x ``2*(cut_w//2)`` pixels
+      (one row/column fewer when ``cut_h``/``cut_w`` is odd).
     """
+    if rule not in BOX_RULES:
+        raise ValueError(f"unknown box rule '{rule}'; expected one of {BOX_RULES}")
     h, w = img_hw
     lam = lam.detach().double().cpu()
     ratio = torch.sqrt(1.0 - lam)
     cut_h = (h * ratio).long()
     cut_w = (w * ratio).long()
     cy, cx = cy.long().cpu(), cx.long().cpu()
+    up_h, up_w = ((cut_h + 1) // 2, (cut_w + 1) // 2) if rule == "timm" else (cut_h // 2, cut_w // 2)
     y0 = (cy - cut_h // 2).clamp(0, h)
-    y1 = (cy + (cut_h + 1) // 2).clamp(0, h)
+    y1 = (cy + up_h).clamp(0, h)
     x0 = (cx - cut_w // 2).clamp(0, w)
-    x1 = (cx + (cut_w + 1) // 2).clamp(0, w)
+    x1 = (cx + up_w).clamp(0, w)
     return torch.stack([y0, y1, x0, x1], dim=1)
 
 
 def rand_bbox(img_hw: Tuple[int, int], lam: torch.Tensor, generator: Optional[torch.Generator] = None,
-              margin: float = 0.0) -> torch.Tensor:
+              margin: float = 0.0, rule: str = "timm") -> torch.Tensor:
     """Random boxes whose area is about ``1 - lam`` of the image, clipped at the borders.
 
     Args:
@@ -143,10 +154,11 @@ def rand_bbox(img_hw: Tuple[int, int], lam: torch.Tensor, generator: Optional[to
         lam: (n,) target own-image share per box.
         generator: optional torch generator (CPU) for reproducibility.
         margin: fraction of the box size the centre keeps away from the border.
+        rule: side-length rule, ``timm`` or ``timm054`` (see :func:`boxes_from_centres`).
 
     Returns:
         (n, 4) int64 boxes ``(y0, y1, x0, x1)``, half-open, as timm's ``rand_bbox``: a box of
-        ``int(H*sqrt(1-lam))`` x ``int(W*sqrt(1-lam))`` centred uniformly, then clipped.
+        ``int(H*sqrt(1-lam))`` x ``int(W*sqrt(1-lam))`` (``timm``) centred uniformly, then clipped.
     """
     h, w = img_hw
     lam = lam.detach().double().cpu()
@@ -156,13 +168,16 @@ def rand_bbox(img_hw: Tuple[int, int], lam: torch.Tensor, generator: Optional[to
     u = torch.rand(2, lam.shape[0], generator=generator, dtype=torch.float64)
     cy = my + (u[0] * (h - 2 * my)).long()  # uniform integer in [my, h - my)
     cx = mx + (u[1] * (w - 2 * mx)).long()
-    return boxes_from_centres(img_hw, lam, cy, cx)
+    return boxes_from_centres(img_hw, lam, cy, cx, rule)
 
 
 def rand_bbox_minmax(img_hw: Tuple[int, int], n: int, minmax: Tuple[float, float],
-                     generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                     generator: Optional[torch.Generator] = None, rule: str = "timm") -> torch.Tensor:
     """Boxes as timm's min-max CutMix: side lengths uniform integers in ``[int(H*min), int(H*max))``
-    (resp. W), top-left corner uniform over the positions that keep the box inside the image."""
+    (resp. W), top-left corner uniform over the positions that keep the box inside the image
+    (``timm``, 1.0.x: ``[0, H - cut_h]``; ``timm054``: ``[0, H - cut_h)``, never touching the far border)."""
+    if rule not in BOX_RULES:
+        raise ValueError(f"unknown box rule '{rule}'; expected one of {BOX_RULES}")
     h, w = img_hw
     lo, hi = minmax
     if not 0.0 < lo < hi <= 1.0:
@@ -173,8 +188,9 @@ def rand_bbox_minmax(img_hw: Tuple[int, int], n: int, minmax: Tuple[float, float
     u = torch.rand(4, n, generator=generator, dtype=torch.float64)
     cut_h = hlo + (u[0] * (hhi - hlo)).long()
     cut_w = wlo + (u[1] * (whi - wlo)).long()
-    y0 = (u[2] * (h - cut_h + 1)).long().clamp(max=h - cut_h)
-    x0 = (u[3] * (w - cut_w + 1)).long().clamp(max=w - cut_w)
+    extra = 1 if rule == "timm" else 0
+    y0 = (u[2] * (h - cut_h + extra)).long().clamp(max=h - cut_h)
+    x0 = (u[3] * (w - cut_w + extra)).long().clamp(max=w - cut_w)
     return torch.stack([y0, y0 + cut_h, x0, x0 + cut_w], dim=1)
 
 
@@ -252,12 +268,20 @@ def model_patch_size(model) -> Optional[int]:
     return int(ps[0])
 
 
-def resize_maps(maps: torch.Tensor, grid_hw: Tuple[int, int], eps: float = 1e-12) -> torch.Tensor:
+ZERO_MAPS = ("zero", "uniform")
+
+
+def resize_maps(maps: torch.Tensor, grid_hw: Tuple[int, int], eps: float = 1e-12,
+                zero: str = "uniform") -> torch.Tensor:
     """Non-negative activation maps (B, h', w') -> (B, h*w) on the token grid, each row summing to 1.
 
     Exact area pooling when the map size is a multiple of the grid, bilinear resampling otherwise;
-    negative values are clipped to 0 and an all-zero map becomes uniform (area share).
+    negative values are clipped to 0. An all-zero map becomes uniform (``zero="uniform"``, the area
+    share) or stays all zero (``zero="zero"``, as the official TokenMix code, whose ``map / (sum + 1e-8)``
+    gives that image a label weight of 0).
     """
+    if zero not in ZERO_MAPS:
+        raise ValueError(f"unknown zero-map rule '{zero}'; expected one of {ZERO_MAPS}")
     if maps.dim() != 3:
         raise ValueError(f"activation maps must be (B, h, w), got shape {tuple(maps.shape)}")
     m = maps.detach().float().unsqueeze(1)
@@ -270,8 +294,8 @@ def resize_maps(maps: torch.Tensor, grid_hw: Tuple[int, int], eps: float = 1e-12
             m = F.interpolate(m, size=(gh, gw), mode="bilinear", align_corners=False)
     m = m.flatten(1).clamp_min(0.0)
     total = m.sum(1, keepdim=True)
-    uniform = torch.full_like(m, 1.0 / m.shape[1])
-    return torch.where(total > eps, m / total.clamp_min(eps), uniform)
+    fallback = torch.full_like(m, 1.0 / m.shape[1]) if zero == "uniform" else torch.zeros_like(m)
+    return torch.where(total > eps, m / total.clamp_min(eps), fallback)
 
 
 def mask_to_patches(mask: torch.Tensor, grid_hw: Tuple[int, int]) -> torch.Tensor:

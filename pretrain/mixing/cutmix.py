@@ -21,7 +21,7 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
-from .base import (MixedBatch, Mixer, box_area_lam, box_masks, check_batch, mix_targets, paste, rand_bbox,
+from .base import (BOX_RULES, MixedBatch, Mixer, box_area_lam, box_masks, check_batch, mix_targets, paste, rand_bbox,
                    rand_bbox_minmax)
 
 MODES = ("batch", "pair", "elem")
@@ -40,7 +40,11 @@ class MixupCutMix(Mixer):
         switch_prob: probability of CutMix instead of Mixup when both are enabled.
         mode: ``batch``, ``pair`` or ``elem``.
         correct_lam: recompute lambda from the clipped box area (always done with ``cutmix_minmax``).
+            The clipped-area share is kept in ``batch.aux["lam_area"]`` either way (TransMix uses it).
         label_smoothing: label smoothing of the soft targets.
+        box_rule: ``timm`` (default, timm 1.0.x: an unclipped box has ``int(H sqrt(1-lam))`` rows) or
+            ``timm054`` (timm <= 0.5.4, what DeiT and TransMix ran: ``2 * (cut_h // 2)`` rows); see
+            :func:`pretrain.mixing.base.boxes_from_centres`.
         seed: seed of the mixer's own random generators (None: nondeterministic).
     """
 
@@ -49,7 +53,7 @@ class MixupCutMix(Mixer):
     def __init__(self, num_classes: int, mixup_alpha: float = 0.8, cutmix_alpha: float = 1.0,
                  cutmix_minmax: Optional[Tuple[float, float]] = None, prob: float = 1.0,
                  switch_prob: float = 0.5, mode: str = "batch", correct_lam: bool = True,
-                 label_smoothing: float = 0.1, seed: Optional[int] = None):
+                 label_smoothing: float = 0.1, box_rule: str = "timm", seed: Optional[int] = None):
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if mode not in MODES:
@@ -60,6 +64,9 @@ class MixupCutMix(Mixer):
             raise ValueError("prob and switch_prob must lie in [0, 1]")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing}")
+        if box_rule not in BOX_RULES:
+            raise ValueError(f"unknown box_rule '{box_rule}'; expected one of {BOX_RULES}")
+        self.box_rule = box_rule
         self.num_classes = num_classes
         self.mixup_alpha = float(mixup_alpha)
         self.cutmix_alpha = float(cutmix_alpha)
@@ -116,9 +123,9 @@ class MixupCutMix(Mixer):
         elif self.mode == "pair":
             n = n // 2
         if self.cutmix_minmax is not None:
-            boxes = rand_bbox_minmax(hw, n, self.cutmix_minmax, generator=self.gen)
+            boxes = rand_bbox_minmax(hw, n, self.cutmix_minmax, generator=self.gen, rule=self.box_rule)
         else:
-            boxes = rand_bbox(hw, lam[:n], generator=self.gen)
+            boxes = rand_bbox(hw, lam[:n], generator=self.gen, rule=self.box_rule)
         if self.mode == "batch":
             return boxes.expand(lam.shape[0], 4)
         if self.mode == "pair":
@@ -136,11 +143,14 @@ class MixupCutMix(Mixer):
         images = x
         mask = None
         cut_flags = None
+        aux = {}
         if cut.any():
             boxes = self._boxes(lam, (h, w))
             boxes = torch.where(cut.view(-1, 1), boxes, torch.zeros_like(boxes))  # empty box: not cut
+            lam_area = torch.where(cut, box_area_lam(boxes, (h, w)), lam)  # own share of the clipped box
+            aux["lam_area"] = lam_area.to(device=x.device, dtype=torch.float32)
             if self.correct_lam:
-                lam = torch.where(cut, box_area_lam(boxes, (h, w)), lam)
+                lam = lam_area
             if self.mode == "batch":  # one box: build one mask and broadcast it
                 mask = box_masks(boxes[:1], (h, w), device=x.device).expand(b, -1, -1, -1)
             else:
@@ -153,7 +163,7 @@ class MixupCutMix(Mixer):
             blended = x * lm + x.flip(0) * (1.0 - lm)
             images = torch.where(mixup.to(x.device).view(-1, 1, 1, 1), blended, images)
         return MixedBatch(images=images, labels=y, partner_labels=y.flip(0),
-                          lam=lam.to(device=x.device, dtype=torch.float32), mask=mask, cut=cut_flags)
+                          lam=lam.to(device=x.device, dtype=torch.float32), mask=mask, cut=cut_flags, aux=aux)
 
     def targets(self, batch: MixedBatch, attention: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(B, K) soft targets of a mixed batch (``attention`` is ignored by area-based mixers)."""

@@ -32,9 +32,29 @@ The maps come from ``target``:
 * ``label_map``: precomputed dense maps on disk, cropped to each augmented view by
   :class:`pretrain.data.label_maps.LabelMapDataset` (``wrap_dataset``) and passed as ``extras``.
 
+Label smoothing of token-mixed rows (``smoothing_rule``; ``s`` = ``label_smoothing``, K classes):
+
+* ``official`` (default; Sense-X/TokenMix ``tokenmix.py``, ``Mixup.__call__``): every class gets ``s/K``
+  and each image's class gets its weight minus ``s/2``::
+
+      target = s/K + (w_own - s/2) e_own + (w_partner - s/2) e_partner
+
+  An image whose weight is below ``s/2 - s/K`` (an object hidden by the mask, or an all-zero map) gets a
+  *negative* target; rows sum to ``w_own + w_partner``.
+* ``onehot``: timm's smoothing of each one-hot before weighting,
+  ``w_own ((1-s) e_own + s/K) + w_partner ((1-s) e_partner + s/K)``, never negative.
+
+The Mixup branch (and unmixed samples) always use timm's ``mixup_target`` smoothing, as the official code.
+
 The official recipe switches per batch between Mixup (alpha 0.8) and TokenMix (switch prob 0.5)
-and trains with binary cross-entropy: :meth:`TokenMix.loss` (``loss: bce``); ``loss: ce`` gives
-soft-target cross-entropy. ``renormalize: true`` divides the two weights by their sum.
+and trains with binary cross-entropy: :meth:`TokenMix.loss` (``loss: bce``) is timm 0.5.4's
+``BinaryCrossEntropy`` as the official ``main.py`` builds it for dense targets: elementwise
+``softplus(x) - x t`` averaged over the B x K entries, on the targets as given (no clamp, no smoothing
+inside, no threshold, no weights); ``bce_clamp: true`` clamps the targets to [0, 1] first (targets can
+be negative with the official smoothing, or exceed 1 when both images share a class). ``loss: ce``
+gives soft-target cross-entropy. ``renormalize: true`` divides the two weights by their sum.
+``zero_map``: an all-zero activation map gives that image weight 0 (``zero``, official) or the area
+share (``uniform``).
 """
 from __future__ import annotations
 
@@ -45,13 +65,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import (MixedBatch, Mixer, check_batch, model_patch_size, paste, patch_grid, resize_maps,
-                   soft_target_cross_entropy, weighted_targets)
+from .base import (ZERO_MAPS, MixedBatch, Mixer, check_batch, model_patch_size, one_hot, paste, patch_grid,
+                   resize_maps, soft_target_cross_entropy, weighted_targets)
 from .teachers import build_external
 
 TARGETS = ("area", "teacher", "label_map")
 MODES = ("batch", "elem")
 LOSSES = ("bce", "ce")
+SMOOTHING_RULES = ("official", "onehot")
 
 
 def block_mask_randoms(rounds: int, n: int, attempts: int, generator: Optional[torch.Generator] = None
@@ -143,6 +164,30 @@ def token_scores(patch_mask: torch.Tensor, maps: torch.Tensor) -> Tuple[torch.Te
     return w_own.clamp(0.0, 1.0), w_partner.clamp(0.0, 1.0)
 
 
+def official_token_targets(labels: torch.Tensor, partner_labels: torch.Tensor, w_own: torch.Tensor,
+                           w_partner: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
+    """(B, K) token-mixed targets with the official TokenMix smoothing:
+    ``s/K`` everywhere, plus ``w_own - s/2`` at the own class and ``w_partner - s/2`` at the partner's
+    (both added when the classes coincide). Entries can be negative. Weights are detached."""
+    if labels.numel() and (int(labels.max()) >= num_classes or int(labels.min()) < 0):
+        raise ValueError(f"label {int(labels.max())} out of range for {num_classes} classes")
+    s = float(smoothing)
+    e_own = one_hot(labels, num_classes)
+    e_par = one_hot(partner_labels.to(labels.device), num_classes)
+    w1 = w_own.detach().to(e_own.device, torch.float32).view(-1, 1) - s / 2
+    w2 = w_partner.detach().to(e_own.device, torch.float32).view(-1, 1) - s / 2
+    return s / num_classes + w1 * e_own + w2 * e_par  # elementwise: deterministic on every device
+
+
+def bce_with_logits(logits: torch.Tensor, targets: torch.Tensor, clamp: bool = False) -> torch.Tensor:
+    """timm 0.5.4 ``BinaryCrossEntropy()(logits, targets)`` for dense (B, K) targets: the mean over all
+    B x K entries of ``softplus(x) - x t``, targets used as given (``clamp``: clamp them to [0, 1] first)."""
+    t = targets.float()
+    if clamp:
+        t = t.clamp(0.0, 1.0)
+    return F.binary_cross_entropy_with_logits(logits.float(), t)
+
+
 class TokenMix(Mixer):
     """Mixup / TokenMix switch with token-level multi-part masks and content-based targets.
 
@@ -168,7 +213,11 @@ class TokenMix(Mixer):
             :mod:`pretrain.data.label_maps`.
         renormalize: divide ``w_own, w_partner`` by their sum.
         loss: ``bce`` (official) or ``ce``.
-        label_smoothing: timm-style smoothing of the one-hot labels.
+        bce_clamp: clamp BCE targets to [0, 1] (default False: as the official timm ``BinaryCrossEntropy``).
+        label_smoothing: label smoothing ``s`` (official 0.1).
+        smoothing_rule: ``official`` (default: ``s/K + (w - s/2)`` at each image's class) or ``onehot``
+            (timm's smoothing of each one-hot, then weighted) for token-mixed rows.
+        zero_map: ``zero`` (default, official: an all-zero map gives weight 0) or ``uniform`` (area share).
         seed: seed of the mixer's generators.
     """
 
@@ -180,7 +229,8 @@ class TokenMix(Mixer):
                  min_aspect: float = 0.3, attempts: int = 10, max_rounds: int = 64,
                  patch_size: Optional[int] = None, target: str = "area", teacher: Any = None,
                  teacher_map: str = "auto", teacher_class: str = "label", label_maps: Optional[str] = None,
-                 renormalize: bool = False, loss: str = "bce", label_smoothing: float = 0.1,
+                 renormalize: bool = False, loss: str = "bce", bce_clamp: bool = False,
+                 label_smoothing: float = 0.1, smoothing_rule: str = "official", zero_map: str = "zero",
                  seed: Optional[int] = None):
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -190,6 +240,10 @@ class TokenMix(Mixer):
             raise ValueError(f"unknown TokenMix target '{target}'; expected one of {TARGETS}")
         if loss not in LOSSES:
             raise ValueError(f"unknown TokenMix loss '{loss}'; expected one of {LOSSES}")
+        if smoothing_rule not in SMOOTHING_RULES:
+            raise ValueError(f"unknown TokenMix smoothing_rule '{smoothing_rule}'; expected one of {SMOOTHING_RULES}")
+        if zero_map not in ZERO_MAPS:
+            raise ValueError(f"unknown TokenMix zero_map '{zero_map}'; expected one of {ZERO_MAPS}")
         if teacher_class not in ("label", "pred"):
             raise ValueError(f"teacher_class must be 'label' or 'pred', got '{teacher_class}'")
         if mask_ratio is not None and not 0.0 <= mask_ratio <= 1.0:
@@ -227,7 +281,10 @@ class TokenMix(Mixer):
         self.teacher_class = teacher_class
         self.renormalize = bool(renormalize)
         self.loss_type = loss
+        self.bce_clamp = bool(bce_clamp)
         self.label_smoothing = float(label_smoothing)
+        self.smoothing_rule = smoothing_rule
+        self.zero_map = zero_map
         self.teacher = None
         if target == "teacher":
             self.teacher = build_external(teacher, "TokenMix teacher")
@@ -260,8 +317,7 @@ class TokenMix(Mixer):
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.loss_type == "ce":
             return soft_target_cross_entropy(logits, targets)
-        # targets may exceed 1 when both images share a class: BCE wants [0, 1]
-        return F.binary_cross_entropy_with_logits(logits.float(), targets.clamp(0.0, 1.0))
+        return bce_with_logits(logits, targets, self.bce_clamp)
 
     def _patch_size(self, model) -> int:
         p = self.patch_size
@@ -323,9 +379,9 @@ class TokenMix(Mixer):
             aux["patch_mask"] = patch_mask
             aux["grid"] = (gh, gw)
             if self.target == "teacher":
-                aux["maps"] = resize_maps(self._teacher_maps(x, y), (gh, gw))
+                aux["maps"] = resize_maps(self._teacher_maps(x, y), (gh, gw), zero=self.zero_map)
             elif self.target == "label_map":
-                aux["maps"] = resize_maps(self._check_extras(extras, b).to(dev), (gh, gw))
+                aux["maps"] = resize_maps(self._check_extras(extras, b).to(dev), (gh, gw), zero=self.zero_map)
         mixup = (~cut) & (lam.to(dev) < 1.0)
         if bool(mixup.any()):
             lm = lam.to(device=dev, dtype=x.dtype).view(-1, 1, 1, 1)
@@ -365,5 +421,13 @@ class TokenMix(Mixer):
             cut = batch.cut.to(lam.device)
             w_own = torch.where(cut, s_own.to(lam.device), w_own)
             w_partner = torch.where(cut, s_partner.to(lam.device), w_partner)
+            if self.smoothing_rule == "official":
+                tok = official_token_targets(batch.labels, batch.partner_labels, w_own, w_partner,
+                                             self.num_classes, self.label_smoothing)
+                if self.mode == "batch":  # one draw for the batch: every row is token-mixed
+                    return tok
+                mixed = weighted_targets(batch.labels, batch.partner_labels, w_own, w_partner, self.num_classes,
+                                         self.label_smoothing)  # Mixup / unmixed rows: timm's smoothing
+                return torch.where(cut.to(tok.device).view(-1, 1), tok, mixed)
         return weighted_targets(batch.labels, batch.partner_labels, w_own, w_partner, self.num_classes,
                                 self.label_smoothing)

@@ -15,7 +15,12 @@ mask downsampled to the patch grid by nearest neighbour. ``lam_mode`` chooses th
 
   * ``mean`` (default, as the official implementation): ``(lam_area + lam_attn) / 2``;
   * ``attn`` (the paper's equation): ``lam_attn``;
-  * ``area``: plain CutMix (useful for ablations).
+  * ``area``: plain CutMix (useful for ablations; follows ``correct_lam`` as timm's Mixup does).
+
+``lam_area`` in ``mean`` is always the own share of the *clipped* box, whatever ``correct_lam`` says:
+the official ``Mixup_transmix.transmix_label`` (Beckschen/TransMix ``transmix.py``) recomputes it from
+the box it pasted (``(yh - yl) * (xh - xl) / (H W)``) and discards the area target that ``correct_lam``
+shaped. (The official runs keep timm's default ``correct_lam=True``, where both agree.)
 
 lambda never carries gradients (attention is detached).
 
@@ -115,12 +120,13 @@ class TransMix(MixupCutMix):
 
     def targets(self, batch: MixedBatch, attention: Optional[torch.Tensor] = None) -> torch.Tensor:
         lam = batch.lam
+        lam_area = batch.aux.get("lam_area", lam)  # clipped-box own share, independent of correct_lam
         if self.external is not None:
             attention = batch.aux.get("attention")
             if batch.mask is not None and self.lam_mode != "area":
                 grid = tuple(attention.shape[1:])
                 patch_mask = mask_to_patches(batch.mask, grid)  # nearest: any external grid works
-                lam_t = transmix_lambda(patch_mask, attention.flatten(1), lam, self.lam_mode)
+                lam_t = transmix_lambda(patch_mask, attention.flatten(1), lam_area, self.lam_mode)
                 lam = torch.where(batch.cut.to(lam.device), lam_t.to(lam.device), lam)
             return mix_targets(batch.labels, batch.partner_labels, lam, self.num_classes, self.label_smoothing)
         if batch.mask is not None and self.lam_mode != "area":
@@ -142,6 +148,6 @@ class TransMix(MixupCutMix):
             if h % grid[0] or w % grid[1]:
                 raise ValueError(f"image size {h}x{w} is not divisible into the {grid[0]}x{grid[1]} patch grid")
             patch_mask = mask_to_patches(batch.mask, grid)
-            lam_t = transmix_lambda(patch_mask, attention, lam, self.lam_mode)
+            lam_t = transmix_lambda(patch_mask, attention, lam_area, self.lam_mode)
             lam = torch.where(batch.cut.to(lam.device), lam_t.to(lam.device), lam)
         return mix_targets(batch.labels, batch.partner_labels, lam, self.num_classes, self.label_smoothing)
