@@ -101,7 +101,9 @@ def test_dry_run_imagenet_and_peers_configs_load(tmp_path, capsys):
     for row in rows:
         cfg_file, ov = _pretrain_cmd(row.steps[0].argv)
         cfg = load_config(cfg_file, ov)  # the real loader accepts every override
-        assert cfg["train"]["epochs"] == 3 and cfg["optim"]["warmup_epochs"] == 0.05
+        recipe = load_config(cfg_file)  # each recipe's own warm-up (TransMix DeiT-S/T: 20), scaled like the epochs
+        assert cfg["train"]["epochs"] == 3
+        assert cfg["optim"]["warmup_epochs"] == pytest.approx(recipe["optim"]["warmup_epochs"] * 0.01)
         assert cfg["train"]["out_dir"] == str(tmp_path / "imagenet" / "runs" / row.id)
         assert cfg["data"]["root"] == DATA["imagenet"]
         assert row.steps[0].argv[row.steps[0].argv.index("--nproc") + 1] == "8"
