@@ -180,6 +180,13 @@ def _test_image(path, h=192, w=256, seed=0):
     return img
 
 
+def _square(cfg):
+    """The config's image size (the test resize's long side); the model must pad to it."""
+    size = cfg.dataloader.test.mapper.augmentations[0].max_size
+    assert size == 128
+    return size
+
+
 def _normalise(cfg, chw):
     mean = torch.tensor(list(cfg.model.pixel_mean)).view(3, 1, 1)
     std = torch.tensor(list(cfg.model.pixel_std)).view(3, 1, 1)
@@ -205,8 +212,7 @@ def _test_input(cfg, path, hw):
 def test_a_non_square_test_image_reaches_the_backbone_as_the_square(cfg, detector, tmp_path):
     path = tmp_path / "img.png"
     rgb = _test_image(path)
-    square = cfg.model.backbone.square_pad
-    assert square == cfg.dataloader.test.mapper.augmentations[0].max_size == 128  # the config's image size
+    square = _square(cfg)
     d = _test_input(cfg, path, rgb.shape[:2])
     h, w = d["image"].shape[-2:]
     assert (h, w) == (96, 128)  # long side 128: not square
@@ -235,7 +241,7 @@ def test_detections_are_the_same_whether_the_image_comes_padded_or_not(cfg, dete
     rgb = _test_image(path)
     d = _test_input(cfg, path, rgb.shape[:2])
     h, w = d["image"].shape[-2:]
-    square = cfg.model.backbone.square_pad
+    square = _square(cfg)
     padded = torch.zeros(3, square, square)
     padded[:, :h, :w] = d["image"].float()
     padded[:, h:, :] = torch.tensor(list(cfg.model.pixel_mean)).view(3, 1, 1)  # the pad: the mean pixel
@@ -270,7 +276,7 @@ def test_training_augmentations_follow_the_official_order_and_pad(cfg, detector,
 
     path = tmp_path / "img.png"
     rgb = _test_image(path)
-    square = cfg.model.backbone.square_pad
+    square = _square(cfg)
     augs = cfg.dataloader.train.mapper.augmentations
     augs[0].prob = 1.0
     augs[1].update(min_scale=0.5, max_scale=0.5)  # 128 x 0.5 = 64: 192 x 256 -> 48 x 64

@@ -268,8 +268,9 @@ def _normalise_bgr(bgr):
 
 
 def _square(cfg):
-    pad = [t for t in cfg.test_pipeline if t.type == "VitMixPad"][0]
-    return tuple(pad.size)
+    """The config's image size (w, h; square): both pipelines must pad to it."""
+    assert tuple(cfg.image_size) == (128, 128)
+    return tuple(cfg.image_size)
 
 
 @pytest.fixture
