@@ -97,6 +97,13 @@ def test_yacs_registry_path(ckpt, pretrained_sd):
                                     "WINDOW_SIZE", 4, "GLOBAL_BLOCK_INDEXES", [2, 5], "PRETRAINED", ckpt])
     bb = build_backbone(c)
     assert torch.equal(bb.vit.blocks[2].attn.proj.weight, pretrained_sd["blocks.2.attn.proj.weight"])
+    # the official square pad by default, applied by the registered meta architecture
+    from detectron2.modeling import META_ARCH_REGISTRY
+
+    from downstream.detectron2 import VitMixGeneralizedRCNN
+
+    assert bb.square_pad == 1024 and bb.padding_constraints["square_size"] == 1024
+    assert META_ARCH_REGISTRY.get("VitMixGeneralizedRCNN") is VitMixGeneralizedRCNN
     assert [bb.vit.blocks[i].window_size for i in range(6)] == [4, 4, 0, 4, 4, 0]
 
 
