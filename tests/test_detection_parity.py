@@ -62,9 +62,14 @@ def test_same_checkpoint_same_pyramid_in_both_frameworks(tmp_path, synthetic_roo
     d2.backbone.load_state_dict(mm_sd)
 
     # same image file through each framework's own preprocessing: MMDet reads BGR and
-    # converts (bgr_to_rgb), Detectron2's mapper reads RGB (input_format "RGB")
+    # converts (bgr_to_rgb), Detectron2's mapper reads RGB (input_format "RGB"). The image is
+    # brought to the configs' square first: a smaller one is padded to it with each framework's
+    # official ViTDet pad value (MMDet 114 before normalising, Detectron2 its pixel mean), which
+    # differ by design (tests/test_mmdet_adapter.py, tests/test_d2_adapter.py test each)
     img_path = sorted((synthetic_root / "coco" / "val").glob("*.jpg"))[0]
-    bgr = cv2.imread(str(img_path))
+    square = d2cfg.model.backbone.square_pad
+    assert (square, square) == tuple(cfg.image_size)
+    bgr = cv2.resize(cv2.imread(str(img_path)), (square, square), interpolation=cv2.INTER_LINEAR)
     with torch.no_grad():
         mm_in = mm.data_preprocessor({"inputs": [torch.from_numpy(bgr).permute(2, 0, 1)], "data_samples": None}, False)[
             "inputs"

@@ -237,3 +237,154 @@ def test_mask_rcnn_trains_and_predicts_under_bf16_autocast(cfg, ckpt):
 
 def _loss_sum(v):
     return sum(x.sum() for x in v) if isinstance(v, (list, tuple)) else v.sum()
+
+
+# --- the ViTDet square pad (official projects/ViTDet/configs/lsj-100e_coco-instance.py: Pad to
+# image_size with 114 in both pipelines, after flip/resize/crop) -----------------------------------
+
+MEAN = (123.675, 116.28, 103.53)  # the configs' RGB normalisation
+STD = (58.395, 57.12, 57.375)
+
+
+def _test_image(path, h=192, w=256, seed=0):
+    """A lossless non-square BGR image with structure (coarse blobs) and per-pixel noise."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    coarse = cv2.resize(rng.integers(0, 256, (h // 16, w // 16, 3), dtype=np.uint8), (w, h),
+                        interpolation=cv2.INTER_CUBIC)
+    img = np.clip(coarse.astype(np.int16) + rng.integers(-20, 21, (h, w, 3)), 0, 255).astype(np.uint8)
+    cv2.imwrite(str(path), img)
+    return img
+
+
+def _normalise_bgr(bgr):
+    """(H, W, 3) uint8 BGR -> (3, H, W) float32, RGB, (x - mean) / std: MMDet's preprocessing restated."""
+    import numpy as np
+
+    rgb = torch.from_numpy(np.ascontiguousarray(bgr[..., ::-1])).permute(2, 0, 1).float()
+    return (rgb - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
+
+
+def _square(cfg):
+    """The config's image size (w, h; square): both pipelines must pad to it."""
+    assert tuple(cfg.image_size) == (128, 128)
+    return tuple(cfg.image_size)
+
+
+@pytest.fixture
+def detector(cfg):
+    from mmdet.registry import MODELS
+
+    cfg.model.test_cfg.rcnn.score_thr = 0.0  # random heads: keep every detection
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    return model.eval()
+
+
+def _pipeline_batch(cfg, path, key="test_pipeline", instances=()):
+    from mmcv.transforms import Compose
+    from mmengine.dataset import pseudo_collate
+
+    info = dict(img_path=str(path), img_id=0, instances=list(instances))
+    return pseudo_collate([Compose(cfg[key])(info)])
+
+
+def test_configs_pad_every_image_to_the_config_square():
+    """Both pipelines of every COCO config end with the square pad of the config's image size."""
+    for size in ("t", "s", "b"):
+        cfg = Config.fromfile(os.path.join(CFG_DIR, f"mask-rcnn_vitmix-deit-{size}_vitdet-100e_coco.py"))
+        for key in ("train_pipeline", "test_pipeline"):
+            pads = [t for t in cfg[key] if t.type == "VitMixPad"]
+            assert len(pads) == 1 and tuple(pads[0].size) == tuple(cfg.image_size) == (1024, 1024), key
+            assert tuple(pads[0].pad_val["img"]) == (114, 114, 114), key
+        assert cfg.val_dataloader.dataset.pipeline == cfg.test_pipeline
+
+
+def test_a_non_square_test_image_reaches_the_backbone_as_the_square(cfg, detector, tmp_path):
+    import cv2
+
+    path = tmp_path / "img.png"
+    bgr = _test_image(path)  # 192 x 256 -> resized to 96 x 128, then padded to 128 x 128
+    sh, sw = _square(cfg)
+    seen = []
+    detector.backbone.register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    with torch.no_grad():
+        detector.test_step(_pipeline_batch(cfg, path))
+    # restated: cv2 bilinear resize to the long side, 114 at the bottom/right, RGB, normalise
+    s = min(sh / bgr.shape[0], sw / bgr.shape[1])
+    h, w = round(bgr.shape[0] * s), round(bgr.shape[1] * s)
+    expected = torch.full((3, sh, sw), 0.0)
+    padded = cv2.copyMakeBorder(cv2.resize(bgr, (w, h), interpolation=cv2.INTER_LINEAR), 0, sh - h, 0, sw - w,
+                                cv2.BORDER_CONSTANT, value=(114, 114, 114))
+    expected = _normalise_bgr(padded)
+    assert (h, w) == (96, 128) and seen[0].shape == (1, 3, sh, sw)
+    torch.testing.assert_close(seen[0][0], expected)
+
+
+def test_detections_are_the_same_whether_the_image_comes_padded_or_not(cfg, detector, tmp_path):
+    """The pipeline's pad is the pad of the official recipe (bottom/right, 114, to the square) and the
+    predictions come back in the original frame: the same detector fed the image pre-padded by the test
+    (declared at its real size, scale 1) gives the same detections, scaled by the resize factor."""
+    import cv2
+    from mmdet.structures import DetDataSample
+
+    path = tmp_path / "img.png"
+    bgr = _test_image(path)
+    sh, sw = _square(cfg)
+    h, w = bgr.shape[0] // 2, bgr.shape[1] // 2  # the test resize: factor exactly 1/2
+    small = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_LINEAR)
+    padded = cv2.copyMakeBorder(small, 0, sh - h, 0, sw - w, cv2.BORDER_CONSTANT, value=(114, 114, 114))
+
+    def pre_padded(ori_shape, scale):
+        sample = DetDataSample(metainfo=dict(img_id=0, img_path=str(path), img_shape=(h, w), ori_shape=ori_shape,
+                                             scale_factor=(scale, scale)))
+        return {"inputs": [torch.from_numpy(padded).permute(2, 0, 1).contiguous()], "data_samples": [sample]}
+
+    with torch.no_grad():
+        a = detector.test_step(_pipeline_batch(cfg, path))[0].pred_instances
+        b = detector.test_step(pre_padded((h, w), 1.0))[0].pred_instances  # in the resized frame
+        b_full = detector.test_step(pre_padded(bgr.shape[:2], 0.5))[0].pred_instances
+    assert len(a) > 10 and a.masks.shape[-2:] == bgr.shape[:2]
+    torch.testing.assert_close(a.scores, b.scores)
+    assert torch.equal(a.labels, b.labels)
+    torch.testing.assert_close(a.bboxes, b.bboxes * 2.0)  # 256 / 128 and 192 / 96
+    assert torch.equal(a.masks, b_full.masks)
+    # boxes are clipped to the real (resized) image, not to the padded square
+    assert float(b.bboxes[:, 3].max()) <= h and float(b.bboxes[:, 2].max()) <= w
+
+
+def test_training_pipeline_follows_the_official_order_and_pad(cfg, tmp_path):
+    """Official order (flip, LSJ resize, crop, filter, pad 114 to the square): with the flip forced and
+    the resize fixed at 1/4, the image is the flipped, resized image at the top left, 114 elsewhere,
+    and a box is mirrored."""
+    import cv2
+    import numpy as np
+
+    types = [t.type for t in cfg.train_pipeline]
+    assert types == ["LoadImageFromFile", "LoadAnnotations", "RandomFlip", "RandomResize", "RandomCrop",
+                     "FilterAnnotations", "VitMixPad", "PackDetInputs"]
+    sh, sw = _square(cfg)
+    assert tuple(cfg.train_pipeline[6].size) == tuple(cfg.train_pipeline[4].crop_size) == (sw, sh)
+    path = tmp_path / "img.png"
+    bgr = _test_image(path)
+    cfg.train_pipeline[2].prob = 1.0
+    ratio = 0.5  # RandomResize scale (128, 128) x 0.5 -> fit into 64 x 64: 192 x 256 -> 48 x 64
+    cfg.train_pipeline[3].ratio_range = (ratio, ratio)
+    x1, y1, x2, y2 = 40.0, 60.0, 120.0, 100.0
+    inst = dict(bbox=[x1, y1, x2, y2], bbox_label=1, ignore_flag=0,
+                mask=[[x1, y1, x2, y1, x2, y2, x1, y2]])
+    out = _pipeline_batch(cfg, path, "train_pipeline", [inst])
+    img, sample = out["inputs"][0], out["data_samples"][0]
+    s = min(sh * ratio / bgr.shape[0], sw * ratio / bgr.shape[1])
+    h, w = round(bgr.shape[0] * s), round(bgr.shape[1] * s)
+    expected = np.full((sh, sw, 3), 114, np.uint8)
+    expected[:h, :w] = cv2.resize(bgr[:, ::-1], (w, h), interpolation=cv2.INTER_LINEAR)  # flip, then resize
+    assert (h, w) == (48, 64) and img.shape == (3, sh, sw)
+    assert torch.equal(img, torch.from_numpy(expected).permute(2, 0, 1))
+    W = bgr.shape[1]
+    torch.testing.assert_close(sample.gt_instances.bboxes.tensor[0],
+                               torch.tensor([W - x2, y1, W - x1, y2]) * s)
+    assert sample.img_shape == (h, w) and sample.flip  # the real size is kept; the pad is not image

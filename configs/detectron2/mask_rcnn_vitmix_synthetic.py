@@ -9,7 +9,8 @@ VITMIX_SYNTHETIC_DIR=DIR selects another one.
 
 The same scaled-down recipe as configs/mmdet/mask-rcnn_vitmix_synthetic.py:
 the synthetic pretraining backbone (192 wide, 6 blocks, 3 heads, patch 8,
-pretrained at 64x64), 128x128 LSJ crops, 64-channel pyramid and heads, windows
+pretrained at 64x64), 128x128 LSJ crops (every batch padded to the 128 square),
+64-channel pyramid and heads, windows
 of 8 with global blocks 2 and 5, AdamW 2e-4 with layer decay 0.8, 60 iterations
 at batch 2, on the CPU.
 """
@@ -40,6 +41,7 @@ model.backbone.update(
     img_size=64, patch_size=8, embed_dim=192, depth=6, num_heads=3,
     drop_path_rate=0.0, window_size=8, global_block_indexes=[2, 5], rel_pos_grid=[16, 16],
     out_channels=ch,
+    square_pad=image_size,  # every batch padded to the 128 px LSJ square (as 1024 in the COCO configs)
 )
 model.proposal_generator.head.in_channels = ch
 model.proposal_generator.anchor_generator.sizes = [[16], [32], [64], [128], [256]]  # 128 px images
@@ -56,8 +58,9 @@ model.roi_heads.mask_head.input_shape = ShapeSpec(channels=ch, width=14, height=
 model.roi_heads.mask_head.conv_dims = [ch, ch, ch, ch, ch]
 
 dataloader.train.dataset.names = "vitmix_synthetic_train"
-dataloader.train.mapper.augmentations[0].update(min_scale=0.5, max_scale=2.0, target_height=image_size, target_width=image_size)
-dataloader.train.mapper.augmentations[1].crop_size = (image_size, image_size)
+# augmentations: [RandomFlip, ResizeScale, FixedSizeCrop] (common/coco_lsj.py, the official order)
+dataloader.train.mapper.augmentations[1].update(min_scale=0.5, max_scale=2.0, target_height=image_size, target_width=image_size)
+dataloader.train.mapper.augmentations[2].crop_size = (image_size, image_size)
 dataloader.train.mapper.instance_mask_format = "bitmask"  # the synthetic set mixes polygons and RLE
 dataloader.train.total_batch_size = 2
 dataloader.train.num_workers = 0

@@ -11,7 +11,9 @@ _base_ = [
     './_base_/schedules/vitdet_100e.py',
 ]
 model = dict(
-    # LSJ: every training batch padded to 1024x1024 (as Detectron2's FixedSizeCrop does)
+    # official vitdet_mask-rcnn_vit-b-mae_lsj-100e.py:10-13,17: BatchFixedSizePad to 1024x1024;
+    # the pipelines' VitMixPad has padded every image to that square already, so it only
+    # guarantees the training batch shape
     data_preprocessor=dict(
         batch_augments=[dict(type='BatchFixedSizePad', size=(1024, 1024), pad_mask=True)]),
     backbone=dict(

@@ -12,7 +12,8 @@
 # matches configs/pretrain/synthetic_*.yaml; loading is strict. Same recipe as
 # the COCO configs (LSJ, AdamW, layer decay, windows + global blocks, relative
 # positions), scaled down: 128x128 crops, 64-channel pyramid and heads,
-# windows of 8 on the 16x16 token grid, 60 iterations at batch 2.
+# windows of 8 on the 16x16 token grid, 60 iterations at batch 2; every image
+# padded to the 128 px square.
 _base_ = [
     './_base_/models/mask-rcnn_vitmix-vitdet.py',
     './_base_/datasets/coco-instance_lsj-1024.py',
@@ -34,6 +35,7 @@ metainfo = dict(classes=classes)
 
 max_iters = 60
 image_size = (128, 128)
+pad_val = dict(img=(114, 114, 114))  # the COCO configs' (official MMDet ViTDet) pad value
 ch = 64  # pyramid and head width
 model = dict(
     data_preprocessor=dict(
@@ -55,19 +57,23 @@ model = dict(
         rcnn=dict(sampler=dict(num=128))),
     test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=200), rcnn=dict(max_per_img=50)))
 
+# the COCO pipelines (official order: flip, LSJ resize, crop, pad to the square with 114;
+# _base_/datasets/coco-instance_lsj-1024.py) at 128 px
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='RandomFlip', prob=0.5),
     dict(type='RandomResize', scale=image_size, ratio_range=(0.5, 2.0), keep_ratio=True),
     dict(type='RandomCrop', crop_type='absolute_range', crop_size=image_size,
          recompute_bbox=True, allow_negative_crop=True),
     dict(type='FilterAnnotations', min_gt_bbox_wh=(1e-2, 1e-2)),
-    dict(type='RandomFlip', prob=0.5),
+    dict(type='VitMixPad', size=image_size, pad_val=pad_val),
     dict(type='PackDetInputs'),
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=image_size, keep_ratio=True),
+    dict(type='VitMixPad', size=image_size, pad_val=pad_val),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='PackDetInputs',
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),

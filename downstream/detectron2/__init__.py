@@ -6,6 +6,8 @@ layer-decay parameter groups and the LazyConfig train/evaluate entry point.
                                            (``output_shape``), strict loading when built;
 :func:`build_vitmix_vitdet_backbone`,      yacs configs: ``BACKBONE_REGISTRY`` and the
 :func:`add_vitmix_vitdet_config`           ``MODEL.VITMIX`` node
+:class:`VitMixGeneralizedRCNN`             :mod:`.detector`: ``GeneralizedRCNN`` that pads every
+                                           batch to the backbone's ``square_pad`` (official ViTDet)
 :func:`register_checked_coco_instances`    :mod:`.data`: :func:`downstream.coco_checks.prepare_coco`,
                                            then ``register_coco_instances`` on the checked JSON
 :func:`layer_decay_param_groups`           :mod:`.optim`: :func:`downstream.layer_decay.param_groups_layer_decay`
@@ -21,12 +23,15 @@ from __future__ import annotations
 
 from .backbone import VitMixViTDet, add_vitmix_vitdet_config, build_vitmix_vitdet_backbone
 from .data import register_checked_coco_instances
+from .detector import VitMixGeneralizedRCNN, pad_images
 from .optim import layer_decay_param_groups
 
 __all__ = [
     "VitMixViTDet",
     "build_vitmix_vitdet_backbone",
     "add_vitmix_vitdet_config",
+    "VitMixGeneralizedRCNN",
+    "pad_images",
     "register_checked_coco_instances",
     "layer_decay_param_groups",
 ]

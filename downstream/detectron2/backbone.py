@@ -11,6 +11,12 @@ Detectron2's ``DetectionCheckpointer`` loads ``init_checkpoint`` non-strictly
 files build it directly (``L(VitMixViTDet)(...)``); yacs configs go through
 ``BACKBONE_REGISTRY`` (``MODEL.BACKBONE.NAME: build_vitmix_vitdet_backbone``
 after :func:`add_vitmix_vitdet_config`).
+
+``square_pad`` is the test- and training-time square of the official ViTDet
+model (``SimpleFeaturePyramid(square_pad=1024)`` in Detectron2's
+``configs/common/models/mask_rcnn_vitdet.py``): Detectron2 0.6 has no
+``padding_constraints``, so :class:`downstream.detectron2.VitMixGeneralizedRCNN`
+reads :attr:`VitMixViTDet.padding_constraints` and pads every batch to it.
 """
 
 from __future__ import annotations
@@ -40,9 +46,17 @@ class VitMixViTDet(ViTPyramidBackbone, Backbone):
             None keeps the random init (a warning is logged).
         strict, allow_missing, allow_unexpected, trust_pickle: see
             :func:`downstream.weights.load_pretrained`.
+        square_pad: side of the square every batch is padded to (bottom/right)
+            before it reaches the backbone, as the official ViTDet model does
+            (1024 there); 0 = pad only to :attr:`size_divisibility`. A multiple
+            of :attr:`size_divisibility`. Read by
+            :class:`~downstream.detectron2.VitMixGeneralizedRCNN` through
+            :attr:`padding_constraints`; when set, :meth:`forward` refuses
+            inputs of another size (a plain ``GeneralizedRCNN`` of Detectron2
+            0.6 would otherwise run the model on a grid it never trained on).
 
-    Forward: (B, in_chans, H, W), H and W multiples of
-    :attr:`size_divisibility` (``GeneralizedRCNN`` pads to it) -> dict
+    Forward: (B, in_chans, H, W), H = W = ``square_pad`` when it is set,
+    otherwise multiples of :attr:`size_divisibility` -> dict
     ``{"p2": (B, C, H/4, W/4), ..., "p6": (B, C, H/64, W/64)}`` (names
     ``p{log2(stride)}``), described by :meth:`output_shape`.
     """
@@ -54,9 +68,16 @@ class VitMixViTDet(ViTPyramidBackbone, Backbone):
         allow_missing: Sequence[str] = (),
         allow_unexpected: Sequence[str] = (),
         trust_pickle: bool = False,
+        square_pad: int = 0,
         **kwargs: Any,
     ):
         ViTPyramidBackbone.__init__(self, **kwargs)  # -> Backbone.__init__ -> nn.Module.__init__
+        self.square_pad = int(square_pad or 0)
+        if self.square_pad < 0 or self.square_pad % self.size_divisibility:
+            raise ValueError(
+                f"square_pad={square_pad} must be 0 or a positive multiple of the largest pyramid stride "
+                f"({self.size_divisibility})"
+            )
         self._out_features = [f"p{int(math.log2(s))}" for s in self.out_strides]
         self._out_feature_strides = dict(zip(self._out_features, self.out_strides))
         self._out_feature_channels = {f: self.out_channels for f in self._out_features}
@@ -80,6 +101,13 @@ class VitMixViTDet(ViTPyramidBackbone, Backbone):
     def size_divisibility(self) -> int:
         return ViTPyramidBackbone.size_divisibility.fget(self)
 
+    @property
+    def padding_constraints(self) -> Dict[str, int]:
+        """``{"size_divisibility": ..., "square_size": square_pad}``: what later Detectron2 versions read
+        from a backbone (``ImageList.from_tensors(padding_constraints=...)``), and what
+        :class:`~downstream.detectron2.VitMixGeneralizedRCNN` reads here."""
+        return {"size_divisibility": self.size_divisibility, "square_size": self.square_pad}
+
     def output_shape(self) -> Dict[str, ShapeSpec]:
         return {
             f: ShapeSpec(channels=self._out_feature_channels[f], stride=self._out_feature_strides[f])
@@ -87,6 +115,12 @@ class VitMixViTDet(ViTPyramidBackbone, Backbone):
         }
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        if self.square_pad and tuple(x.shape[-2:]) != (self.square_pad, self.square_pad):
+            raise ValueError(
+                f"VitMixViTDet(square_pad={self.square_pad}) got a {tuple(x.shape[-2:])} input: the batch must be "
+                f"padded to the {self.square_pad}x{self.square_pad} square (use downstream.detectron2."
+                "VitMixGeneralizedRCNN as the meta architecture, or set square_pad=0)"
+            )
         return dict(zip(self._out_features, self.forward_pyramid(x)))
 
 
@@ -110,6 +144,8 @@ def add_vitmix_vitdet_config(cfg) -> None:
     c.OUT_CHANNELS = 256
     c.STRIDES = [4, 8, 16, 32]
     c.TOP_BLOCK = True
+    c.SQUARE_PAD = 1024  # official ViTDet (mask_rcnn_vitdet.py: square_pad=1024); needs
+    # MODEL.META_ARCHITECTURE = "VitMixGeneralizedRCNN"; 0 = pad to a multiple of 32 only
     c.PRETRAINED = ""
     c.STRICT = True
     c.ALLOW_MISSING = []
@@ -136,6 +172,7 @@ def build_vitmix_vitdet_backbone(cfg, input_shape: ShapeSpec) -> VitMixViTDet:
         out_channels=c.OUT_CHANNELS,
         strides=tuple(c.STRIDES),
         top_block=c.TOP_BLOCK,
+        square_pad=c.SQUARE_PAD,
         pretrained=c.PRETRAINED or None,
         strict=c.STRICT,
         allow_missing=list(c.ALLOW_MISSING),

@@ -17,6 +17,8 @@ and use ``backbone=dict(type='VitMixViTDet', pretrained=PATH, ...)`` with
 ``VitMixCocoMetric`` (METRICS)     :mod:`.coco`: ``CocoMetric`` on the same checked file
 ``VitMixMaskRCNN`` (MODELS)        :mod:`.detector`: ``MaskRCNN`` whose RPN and RoI heads
                                    run in float32 under bf16 autocast
+``VitMixPad`` (TRANSFORMS)         :mod:`.transforms`: ``Pad`` to the ViTDet square that
+                                   keeps ``img_shape`` (boxes clipped to the real image)
 ``PretrainedCheckHook`` (HOOKS)    :mod:`downstream.mmengine.hooks` (shared with MMSeg)
 ``VitMixLayerDecay...``            :mod:`downstream.mmengine.optim` (shared with MMSeg;
 (OPTIM_WRAPPER_CONSTRUCTORS)       also as ``VitMixDetLayerDecayOptimizerConstructor``)
@@ -24,8 +26,8 @@ and use ``backbone=dict(type='VitMixViTDet', pretrained=PATH, ...)`` with
 
 Importing it also allow-lists MMEngine's own ``iter_*.pth`` contents for the
 weights-only ``torch.load`` (:mod:`downstream.mmengine.checkpoint`). It imports
-``mmdet.registry``, ``mmdet.datasets.coco``, ``mmdet.evaluation`` and MMDet's
-detectors, and is safe to repeat (``force=True``).
+``mmdet.registry``, ``mmdet.datasets.coco``, ``mmdet.datasets.transforms``,
+``mmdet.evaluation`` and MMDet's detectors, and is safe to repeat (``force=True``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from ..mmengine import VitMixLayerDecayOptimizerConstructor, register_shared
 from .backbone import BACKBONE_NAME, VitMixLN2d, VitMixViTDet
 from .coco import VitMixCocoDataset, VitMixCocoMetric
 from .detector import VitMixMaskRCNN
+from .transforms import VitMixPad
 
 __all__ = [
     "VitMixViTDet",
@@ -45,6 +48,7 @@ __all__ = [
     "VitMixLayerDecayOptimizerConstructor",
     "VitMixDetLayerDecayOptimizerConstructor",
     "VitMixMaskRCNN",
+    "VitMixPad",
     "BACKBONE_NAME",
 ]
 
