@@ -6,8 +6,11 @@
   BMVC 2016, arXiv:1605.07146: pre-activation basic blocks, widths 16, 16k, 32k, 64k, optional dropout
   between the two convolutions);
 * :class:`PreActResNet` -- PreActResNet-18 ("Identity Mappings in Deep Residual Networks", He et al., 2016,
-  arXiv:1603.05027) with a width multiplier (widths 64w, 128w, 256w, 512w; stride-1 3x3 stem, so it fits
-  32x32 and 64x64 inputs);
+  arXiv:1603.05027) with a width multiplier (widths 64w, 128w, 256w, 512w). The stem follows the MixMo
+  official code by default (alexrame/mixmo-pytorch ``mixmo/networks/resnet.py``: a 3x3 convolution with
+  stride 2 and 64 output channels whatever the width, no BN-ReLU before the pooling), so 64x64 Tiny
+  ImageNet images are mixed on a 32x32 grid; ``stem_stride=1, stem_channels=None, final_norm=True`` is
+  this project's former stride-1, 64w-channel stem with a final BN-ReLU;
 * a timm Vision Transformer with a class token (:func:`build_mixmo_vit`): the M patch embeddings are
   the encoders, the mixing happens on the token grid, the position embedding, class token, blocks and
   final norm form the core, and the M heads read the class token.
@@ -82,10 +85,10 @@ class PreActBlock(nn.Module):
 
 class PreActCore(nn.Module):
     """Stages of :class:`PreActBlock` (stage ``g``: ``counts[g]`` blocks of width ``widths[g]``, the first
-    with stride ``strides[g]``), final BN-ReLU and global average pooling. Input (B, cin, H, W), output
-    (B, widths[-1])."""
+    with stride ``strides[g]``), final BN-ReLU (unless ``final_norm`` is false) and global average pooling.
+    Input (B, cin, H, W), output (B, widths[-1])."""
 
-    def __init__(self, cin: int, widths, strides, counts, dropout: float = 0.0):
+    def __init__(self, cin: int, widths, strides, counts, dropout: float = 0.0, final_norm: bool = True):
         super().__init__()
         layers = []
         for w, s, n in zip(widths, strides, counts):
@@ -93,11 +96,13 @@ class PreActCore(nn.Module):
                 layers.append(PreActBlock(cin, w, s if i == 0 else 1, dropout))
                 cin = w
         self.blocks = nn.Sequential(*layers)
-        self.bn = nn.BatchNorm2d(cin)
+        self.bn = nn.BatchNorm2d(cin) if final_norm else None
         self.num_features = cin
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn(self.blocks(x)))
+        x = self.blocks(x)
+        if self.bn is not None:
+            x = F.relu(self.bn(x))
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
 
 
@@ -117,12 +122,16 @@ class WideResNetCore(PreActCore):
 
 class PreActResNetCore(PreActCore):
     """PreActResNet-18 after its first convolution: four stages of two blocks, widths 64w..512w (strides
-    1, 2, 2, 2), final BN-ReLU, global average pooling. Input (B, 64w, H, W), output (B, 512w)."""
+    1, 2, 2, 2), optional final BN-ReLU, global average pooling. Input (B, stem_channels, H, W), output
+    (B, 512w)."""
 
-    def __init__(self, width: int = 1, blocks=(2, 2, 2, 2)):
+    def __init__(self, width: int = 1, blocks=(2, 2, 2, 2), stem_channels: Optional[int] = None,
+                 final_norm: bool = True):
         if width < 1:
             raise ValueError(f"PreActResNet width multiplier must be >= 1, got {width}")
-        super().__init__(64 * width, [64 * width, 128 * width, 256 * width, 512 * width], (1, 2, 2, 2), blocks)
+        cin = 64 * width if stem_channels is None else int(stem_channels)
+        super().__init__(cin, [64 * width, 128 * width, 256 * width, 512 * width], (1, 2, 2, 2), blocks,
+                         final_norm=final_norm)
 
 
 # ---- ViT core ------------------------------------------------------------------------------------
@@ -243,13 +252,32 @@ def build_mixmo_wrn(num_classes: int, num_members: int = 2, depth: int = 28, wid
     return _init_cnn(MixMoNet(encoders, core, core.num_features, num_classes, _same_grid, arch))
 
 
-def build_mixmo_preact_resnet(num_classes: int, num_members: int = 2, width: int = 1, in_chans: int = 3) -> MixMoNet:
-    """MixMo PreActResNet-18 with width multiplier ``width`` (the paper's Tiny ImageNet net: width 3)."""
-    core = PreActResNetCore(width)
-    encoders = [_conv3x3(in_chans, 64 * width) for _ in range(num_members)]
+def _conv_grid(stride: int):
+    """Output size of a 3x3, padding-1 convolution with ``stride``: ``floor((H - 1) / stride) + 1``."""
+    if stride == 1:
+        return _same_grid
+    return lambda hw: tuple((int(v) - 1) // stride + 1 for v in hw)
+
+
+def build_mixmo_preact_resnet(num_classes: int, num_members: int = 2, width: int = 1, in_chans: int = 3,
+                              stem_stride: int = 2, stem_channels: Optional[int] = 64,
+                              final_norm: bool = False) -> MixMoNet:
+    """MixMo PreActResNet-18 with width multiplier ``width`` (the paper's Tiny ImageNet net: width 3).
+
+    Defaults follow the official code (alexrame/mixmo-pytorch ``mixmo/networks/resnet.py``,
+    ``PreActResNet._make_conv1`` / ``_init_block`` / ``_forward_core_network``): the M encoders are 3x3
+    convolutions with stride ``stem_stride`` = 2 and ``stem_channels`` = 64 outputs (64x64 inputs are mixed
+    on a 32x32 grid), and the core pools the last stage without a final BN-ReLU. ``stem_channels=None``
+    gives 64w channels, ``stem_stride=1`` the full-resolution grid, ``final_norm=True`` a final BN-ReLU."""
+    if int(stem_stride) not in (1, 2):
+        raise ValueError(f"PreActResNet stem_stride must be 1 or 2, got {stem_stride}")
+    core = PreActResNetCore(width, stem_channels=stem_channels, final_norm=bool(final_norm))
+    stem_out = 64 * width if stem_channels is None else int(stem_channels)
+    encoders = [_conv3x3(in_chans, stem_out, int(stem_stride)) for _ in range(num_members)]
     arch = {"model": "mixmo", "arch": "preact_resnet", "depth": 18, "width": width, "num_members": num_members,
-            "num_classes": num_classes}
-    return _init_cnn(MixMoNet(encoders, core, core.num_features, num_classes, _same_grid, arch))
+            "num_classes": num_classes, "stem_stride": int(stem_stride), "stem_channels": stem_out,
+            "final_norm": bool(final_norm)}
+    return _init_cnn(MixMoNet(encoders, core, core.num_features, num_classes, _conv_grid(int(stem_stride)), arch))
 
 
 def _init_cnn(net: MixMoNet) -> MixMoNet:
@@ -317,7 +345,8 @@ ARCHS = ("wrn", "preact_resnet", "vit")
 
 def build_mixmo_model(cfg: Dict[str, Any]) -> MixMoNet:
     """The MixMo network an engine config describes: ``model.arch`` (wrn | preact_resnet | vit),
-    ``model.kwargs`` (wrn: depth, widen_factor, dropout; preact_resnet: width; vit: timm overrides),
+    ``model.kwargs`` (wrn: depth, widen_factor, dropout; preact_resnet: width, stem_stride, stem_channels,
+    final_norm; vit: timm overrides),
     ``mixmo.num_members``, ``data.num_classes`` / ``data.img_size``."""
     mc, dc, xc = cfg["model"], cfg["data"], cfg["mixmo"]
     arch = mc.get("arch", "vit")
@@ -329,7 +358,7 @@ def build_mixmo_model(cfg: Dict[str, Any]) -> MixMoNet:
         _check_kwargs(kwargs, allowed, arch)
         return build_mixmo_wrn(k, m, **kwargs)
     if arch == "preact_resnet":
-        _check_kwargs(kwargs, {"width"}, arch)
+        _check_kwargs(kwargs, {"width", "stem_stride", "stem_channels", "final_norm"}, arch)
         return build_mixmo_preact_resnet(k, m, **kwargs)
     if arch == "vit":
         kwargs.setdefault("img_size", int(dc["img_size"]))
