@@ -75,7 +75,8 @@ def cutmix_inputs(images: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor,
 
     Args:
         images: (B, C, H, W) loader batch; labels: (B,) int64.
-        idx: (N,) int64 indices into the batch: the stream's own images (``images[idx]``).
+        idx: (N,) int64 indices into the batch: the stream's own images (``images[idx]``); on the CPU
+            (where they are drawn) to keep the step free of device-to-host copies.
         num_classes: K.
         rng, gen: the trainer's NumPy and torch (CPU) generators.
         prob: probability of CutMix per sample; alpha: lambda ~ Beta(alpha, alpha).
@@ -85,7 +86,7 @@ def cutmix_inputs(images: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor,
         rule: the box rule (:func:`box_rule_boxes`).
     Returns:
         ``x`` (N, C, H, W) mixed images, ``targets`` (N, K) soft targets ``lam onehot(own) + (1 - lam)
-        onehot(partner)``, ``lam`` (N,) float64 own share (1 where no CutMix was drawn).
+        onehot(partner)``, ``lam`` (N,) float64 own share on the images' device (1 where no CutMix was drawn).
 
     The partner of a sample is a uniformly random *other* image of the loader batch (the official loader
     draws a random dataset index; the loader batch is a uniform sample of the dataset).
@@ -93,31 +94,31 @@ def cutmix_inputs(images: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor,
     b = images.shape[0]
     n = idx.shape[0]
     dev = images.device
-    own_x, own_y = images[idx], labels[idx]
+    idx_cpu = idx.cpu()  # pass the CPU indices: no device-to-host copy in the step
+    idx_d = idx_cpu.to(dev, non_blocking=True)
+    own_x, own_y = images[idx_d], labels[idx_d]
     if prob <= 0 or b < 2:
-        return own_x, one_hot(own_y, num_classes), torch.ones(n, dtype=torch.float64)
-    apply = torch.from_numpy(rng.random(n) < prob)
+        return own_x, one_hot(own_y, num_classes), torch.ones(n, dtype=torch.float64, device=dev)
+    apply = torch.from_numpy(rng.random(n) < prob).to(dev).view(n, 1, 1, 1)
     shift = torch.from_numpy(rng.integers(1, b, size=n))
     lam_draw = torch.from_numpy(rng.dirichlet((float(alpha), float(alpha)), size=n)[:, 0].copy())
-    pidx = (idx.cpu() + shift) % b
+    pidx = ((idx_cpu + shift) % b).to(dev, non_blocking=True)
     boxes = box_rule_boxes(images.shape[-2:], lam_draw, gen, rule)
     box = box_masks(boxes, tuple(images.shape[-2:]), device=dev)            # (N, 1, H, W), 1 = own image
     if keep_mask is None:
-        lam = box.mean((1, 2, 3)).double().cpu()
+        lam = box.double().mean((1, 2, 3))
         own = box
     else:
         keep = keep_mask.to(dev, torch.float64)
         kept = pool_to_grid(box.double(), keep.shape[-2:]) * keep
-        den = keep.sum((1, 2, 3)).double()
-        lam = torch.where(den > 0, kept.sum((1, 2, 3)).double() / den.clamp_min(1e-30),
-                          torch.zeros_like(den)).cpu()
+        den = keep.sum((1, 2, 3))
+        lam = torch.where(den > 0, kept.sum((1, 2, 3)) / den.clamp_min(1e-30), torch.zeros_like(den))
         swap = lam < 0.5
-        own = torch.where(swap.to(dev).view(n, 1, 1, 1), 1.0 - box, box)
+        own = torch.where(swap.view(n, 1, 1, 1), 1.0 - box, box)
         lam = torch.where(swap, 1.0 - lam, lam)
-    lam = torch.where(apply, lam, torch.ones_like(lam))
-    own = torch.where(apply.to(dev).view(n, 1, 1, 1), own, torch.ones_like(own))
-    pidx_d = pidx.to(dev)
-    x = torch.where(own.bool(), own_x, images[pidx_d])
-    lam_d = lam.float().to(dev).view(n, 1)
-    targets = lam_d * one_hot(own_y, num_classes) + (1.0 - lam_d) * one_hot(labels[pidx_d], num_classes)
+    lam = torch.where(apply.view(n), lam, torch.ones_like(lam))
+    own = torch.where(apply, own, torch.ones_like(own))
+    x = torch.where(own.bool(), own_x, images[pidx])
+    lam_f = lam.float().view(n, 1)
+    targets = lam_f * one_hot(own_y, num_classes) + (1.0 - lam_f) * one_hot(labels[pidx], num_classes)
     return x, targets, lam

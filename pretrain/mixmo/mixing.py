@@ -266,7 +266,8 @@ class MixMoTrainer:
             raise RuntimeError("MixMoTrainer.model is not set (the unwrapped MixMoNet, for its mixing grid)")
         b = images.shape[0]
         m = self.num_members
-        idx = repetition_indices(b, self.batch_repeat, m, self.gen).to(images.device, non_blocking=True)
+        idx_cpu = repetition_indices(b, self.batch_repeat, m, self.gen)
+        idx = idx_cpu.to(images.device, non_blocking=True)
         n = idx.shape[1]
         grid = self.model.mix_grid(images.shape[-2:])
         xs, ts = [], []
@@ -274,7 +275,7 @@ class MixMoTrainer:
             mix, lam, _ = self.sample(n, grid, step, device=images.device)
             keep = (mix.coeffs / m).expand(m, n, 1, *grid) if m > 1 else None
             for k in range(m):  # M input streams (a loop over members, not samples)
-                xk, tk, _ = cutmix_inputs(images, labels, idx[k], self.num_classes, self.rng, self.gen,
+                xk, tk, _ = cutmix_inputs(images, labels, idx_cpu[k], self.num_classes, self.rng, self.gen,
                                           self.cutmix_prob, self.cutmix_alpha,
                                           keep[k] if keep is not None else None, self.box_rule)
                 xs.append(xk)
