@@ -298,3 +298,26 @@ def test_l2_term_is_the_official_sum_of_squares_and_matches_weight_decay_twice_a
     for pa, pb in zip(net_a.parameters(), net_b.parameters()):
         torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-7)
     assert not torch.equal(next(net_a.parameters()), next(net.parameters()))
+
+
+def test_repro_plan_runs_the_official_recipes(tmp_path, capsys):
+    """tools/repro/mixmo_cifar100.py: every row trains its configs/mixmo recipe, and the dry-run plan shows
+    the official schedule (0-based milestones 100/200/225, the warm-up of W - 1 steps)."""
+    from downstream.repro.tables.mixmo_cifar100 import main, parse
+    assert main(["--dry-run", "--out", str(tmp_path / "plan")]) == 0
+    plan = capsys.readouterr().out
+    assert plan.count("'optim.milestones=[100,200,225]'") == 5
+    assert plan.count("optim.warmup_epochs=1.0006 ") == 3 and plan.count("optim.warmup_epochs=1.0 ") == 2
+    _, rows, _ = parse(["--out", str(tmp_path / "plan")])
+    for row in rows:
+        argv = row.steps[-1].argv
+        i = next(j for j, a in enumerate(argv) if a.endswith(".yaml"))
+        cfg = load_config(argv[i], [a for a in argv[i + 1:] if "=" in a])
+        x, o, d = cfg["mixmo"], cfg["optim"], cfg["data"]
+        mixmo = row.id.endswith("mixmo") or row.id.endswith("mixmo_cutmix")
+        assert d["batch_size"] * x["batch_repeat"] == 64
+        assert (o["lr"], o["weight_decay"], x["l2_reg"]) == ((0.0125 if mixmo else 0.05), 0.0, 3e-4)
+        spe = 50000 // d["batch_size"]
+        w = int(round(float(o["warmup_epochs"]) * spe))
+        assert w == (3127 if mixmo else 781)  # official warmup_period 3128 / 782, see the recipes
+        assert x["cutmix_prob"] == (0.5 if row.id.endswith("cutmix") else 0.0)

@@ -122,7 +122,8 @@ class MixMoTrainer:
             training progress (see :func:`cut_probability`; official: 0.5, 0, 11/12, 1).
         anneal_unit: ``epoch`` (official: progress ``(epoch + 1) / epochs``, constant within an epoch) or
             ``step`` (``step / total_steps``).
-        epochs: the run's epochs (``epoch`` unit; the epoch of a step is ``step // (total_steps // epochs)``).
+        epochs: the run's epochs (``epoch`` unit; the epoch of a step is ``step // (total_steps // epochs)``;
+            None: the progress is per step, as the ``step`` unit).
         draw: ``batch`` (official: one Cut/Linear choice and one rectangle holder per batch) or ``sample``.
         box_rule: ``even`` (official rectangle sides ``2 (c // 2)``) or ``exact`` (sides ``c``).
         cutmix_prob, cutmix_alpha: the official per-sample CutMix of each input (0 = off; official 0.5 and
@@ -146,7 +147,8 @@ class MixMoTrainer:
     def __init__(self, num_members: int, num_classes: int, mixing: str = "cut", alpha: float = 2.0,
                  weight_root: float = 3.0, batch_repeat: int = 2, cut_prob: float = 0.5,
                  cut_prob_final: float = 0.0, anneal_start: float = 11.0 / 12.0, anneal_end: float = 1.0,
-                 anneal_unit: str = "epoch", epochs: int = 1, draw: str = "batch", box_rule: str = "even",
+                 anneal_unit: str = "epoch", epochs: Optional[int] = None, draw: str = "batch",
+                 box_rule: str = "even",
                  cutmix_prob: float = 0.0, cutmix_alpha: float = 1.0, l2_reg: float = 0.0,
                  input_mixer=None, total_steps: int = 0, seed: Optional[int] = None):
         m = int(num_members)
@@ -157,7 +159,8 @@ class MixMoTrainer:
         self.alpha, self.weight_root, self.batch_repeat = float(alpha), float(weight_root), int(batch_repeat)
         self.cut_prob, self.cut_prob_final = float(cut_prob), float(cut_prob_final)
         self.anneal_start, self.anneal_end = float(anneal_start), float(anneal_end)
-        self.anneal_unit, self.epochs = anneal_unit, max(1, int(epochs))
+        self.anneal_unit = anneal_unit
+        self.epochs = None if epochs is None else max(1, int(epochs))
         self.draw, self.box_rule = draw, box_rule
         self.cutmix_prob, self.cutmix_alpha = float(cutmix_prob), float(cutmix_alpha)
         self.l2_reg = float(l2_reg)
@@ -200,7 +203,7 @@ class MixMoTrainer:
         (official ``set_ratio_epoch(epoch / nb_epochs)`` with 1-based epochs) or ``step / total_steps``."""
         if self.total_steps <= 0:
             return 0.0
-        if self.anneal_unit == "step":
+        if self.anneal_unit == "step" or self.epochs is None:
             return step / self.total_steps
         per_epoch = max(1, self.total_steps // self.epochs)
         return (min(step // per_epoch, self.epochs - 1) + 1) / self.epochs
