@@ -170,3 +170,58 @@ def test_preact_stem_follows_the_official_stride_2_and_its_mixing_grid():
     assert net.mix_grid((64, 64)) == (32, 32) and net.core.bn is None
     with pytest.raises(ValueError, match="stem_stride must be 1 or 2"):
         build_mixmo_preact_resnet(10, 2, stem_stride=4)
+
+
+def test_official_wrn_block_follows_the_mixmo_code():
+    """Official WideBasic (mixmo/networks/wrn.py), re-stated with functional ops: out = conv2(pad(relu(bn2(
+    conv1(relu(bn1(x))))))) + shortcut(x), conv2 carrying the stride (no padding after a right/bottom pad when
+    strided), the 1x1 shortcut on the raw input."""
+    from pretrain.mixmo.models import WideBasic
+    torch.manual_seed(0)
+    for cin, cout, stride in [(16, 32, 2), (32, 32, 1), (16, 24, 1)]:
+        blk = WideBasic(cin, cout, stride).eval()
+        for bnm in (blk.bn1, blk.bn2):  # non-trivial running statistics
+            bnm.running_mean.uniform_(-0.5, 0.5)
+            bnm.running_var.uniform_(0.5, 2.0)
+            bnm.weight.data.uniform_(0.5, 1.5)
+        x = torch.randn(2, cin, 8, 8)  # even sizes, as the official block (32 -> 16 -> 8)
+
+        def bn_eval(t, m):
+            return (t - m.running_mean.view(1, -1, 1, 1)) / torch.sqrt(m.running_var.view(1, -1, 1, 1) + m.eps) \
+                * m.weight.view(1, -1, 1, 1) + m.bias.view(1, -1, 1, 1)
+
+        o = F.conv2d(F.relu(bn_eval(x, blk.bn1)), blk.conv1.weight, padding=1)
+        o = F.relu(bn_eval(o, blk.bn2))
+        if stride == 1:
+            o = F.conv2d(o, blk.conv2.weight, padding=1)
+        else:
+            o = F.conv2d(F.pad(o, (0, 1, 0, 1)), blk.conv2.weight, stride=stride)
+        sc = x if (stride == 1 and cin == cout) else F.conv2d(x, blk.shortcut.weight, stride=stride)
+        with torch.no_grad():
+            torch.testing.assert_close(blk(x), o + sc, rtol=1e-5, atol=1e-5)
+    with torch.device("meta"):
+        off, ours = build_mixmo_wrn(100, 2, block="official"), build_mixmo_wrn(100, 2)
+    assert _count(off) == _count(ours) == wrn_params(28, 10, 100, 2)
+    net = build_mixmo_wrn(10, 2, depth=10, widen_factor=1, block="official")
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10) and net.arch["block"] == "official"
+    with pytest.raises(ValueError, match="WRN block must be one of"):
+        build_mixmo_wrn(10, 2, depth=10, block="x")
+
+
+def test_official_init_is_the_truncated_he_fan_in_normal():
+    """Official weights_init_hetruncatednormal: N(0, sqrt(2 / fan_in) / 0.8796) truncated at two of its
+    standard deviations for convolutions (and the WRN heads), N(0, 0.01) for the PreActResNet heads."""
+    import math
+    torch.manual_seed(0)
+    net = build_mixmo_wrn(100, 2, depth=10, widen_factor=4, init="official")
+    w = net.core.blocks[1].conv1.weight.detach()  # 64 -> 64, 3x3: fan_in 576
+    std = math.sqrt(2 / 576) / 0.87962566103423978
+    assert float(w.abs().max()) <= 2 * std + 1e-7
+    assert abs(float(w.std()) - math.sqrt(2 / 576)) < 0.03 * math.sqrt(2 / 576)  # He's variance kept
+    h = net.heads[0].weight.detach()  # fan_in 256
+    assert float(h.abs().max()) <= 2 * math.sqrt(2 / 256) / 0.87962566103423978 + 1e-7
+    pre = build_mixmo_preact_resnet(200, 2, width=1, init="official")
+    hp = pre.heads[0]
+    assert abs(float(hp.weight.detach().std()) - 0.01) < 0.001 and float(hp.bias.detach().abs().sum()) == 0
+    with pytest.raises(ValueError, match="init must be one of"):
+        build_mixmo_wrn(10, 2, depth=10, init="xavier")
