@@ -152,7 +152,9 @@ def test_recipes_exist_with_the_papers_values():
             variant = name.split("wrn28_10_")[1]
             assert (m["arch"], m["kwargs"]["depth"], m["kwargs"]["widen_factor"]) == ("wrn", 28, 10)
             assert d["format"] == name.split("_")[0] and d["num_classes"] == (100 if "100" in name else 10)
-            assert d["batch_size"] == 64 and cfg["optim"]["name"] == "sgd" and cfg["optim"]["nesterov"]
+            # the official batch of 64 counts the batch repetitions: 64 samples per step
+            assert d["batch_size"] * x["batch_repeat"] == 64
+            assert cfg["optim"]["name"] == "sgd" and cfg["optim"]["nesterov"]
         else:
             assert (m["arch"], m["name"], d["img_size"]) == ("vit", "deit_small_patch16_224", 224)
         if "mixmo" in variant:
@@ -160,10 +162,13 @@ def test_recipes_exist_with_the_papers_values():
             assert 2 <= x["batch_repeat"] <= 4
             assert x["mixing"] == ("linear" if variant == "linear_mixmo" else "cut")
             if x["mixing"] == "cut":
-                assert x["cut_prob"] == 0.5 and x["cut_prob_final"] == 0.0 and x["anneal_start"] < 1.0
+                assert x["cut_prob"] == 0.5 and x["cut_prob_final"] == 0.0
+                assert (x["anneal_start"], x["anneal_end"], x["anneal_unit"]) == (11 / 12, 1.0, "epoch")
+                assert (x["draw"], x["box_rule"]) == ("batch", "even")
         else:
             assert (x["num_members"], x["mixing"], x["batch_repeat"]) == (1, "none", 1)
-        assert mx["name"] == ("cutmix" if variant.endswith("cutmix") else "none")
+        assert mx["name"] == "none"  # input CutMix is the official per-sample one (mixmo.cutmix_prob)
+        assert x["cutmix_prob"] == (0.5 if variant.endswith("cutmix") else 0.0)
 
 
 @pytest.mark.slow
@@ -221,3 +226,98 @@ def test_sgd_multistep_and_weight_decay_options_of_the_engine():
     opt = build_optimizer(net, {**oc, "no_decay_1d": True}, 0.1, torch.device("cpu"))
     assert [g["weight_decay"] for g in opt.param_groups] == [5e-4, 0.0]
     assert all(p.ndim <= 1 for p in opt.param_groups[1]["params"])
+
+
+def official_lr(step: int, steps_per_epoch: int, base: float, warmup_period: int, milestones) -> float:
+    """The official lr of optimizer step ``step`` (from 0), re-stated: GradualWarmupScheduler sets
+    base * t / warmup_period for the t-th batch (t from 1) while t <= warmup_period, MultiGammaStepLR multiplies
+    by 0.1 when the 1-based epoch reaches a milestone (mixmo/core/scheduler.py, mixmo/learners/learner.py)."""
+    t = step + 1
+    if t <= warmup_period:
+        return base * t / warmup_period
+    epoch1 = step // steps_per_epoch + 1
+    return base * 0.1 ** sum(1 for m in milestones if epoch1 >= m)
+
+
+@pytest.mark.parametrize("name, n_train, base, warmup, milestones", [
+    ("cifar100_wrn28_10_cut_mixmo", 50000, 0.0125, 3128, (101, 201, 226)),
+    ("cifar10_wrn28_10_cut_mixmo_cutmix", 50000, 0.0125, 3128, (101, 201, 226)),
+    ("cifar100_wrn28_10_vanilla", 50000, 0.05, 782, (101, 201, 226)),
+    ("tiny_imagenet_preact18x3_cut_mixmo", 100000, 0.05, 4000, (600, 900)),
+    ("tiny_imagenet_preact18x3_vanilla", 100000, 0.2, 1000, (600, 900)),
+])
+def test_official_batch_counting_and_lr_schedule(name, n_train, base, warmup, milestones):
+    from pretrain.engine.optim import build_schedule
+    cfg = load_config(os.path.join(CFG_DIR, name + ".yaml"))
+    d, o, x = cfg["data"], cfg["optim"], cfg["mixmo"]
+    official_batch = 64 if name.startswith("cifar") else 100  # batch_size of the official configs
+    assert d["batch_size"] * x["batch_repeat"] == official_batch
+    spe = n_train // d["batch_size"]  # official: drop_last batches of official_batch repeated entries
+    assert spe == n_train * x["batch_repeat"] // official_batch
+    lr0 = float(o["lr"]) * d["batch_size"] / float(o["lr_base_batch"])  # one process
+    assert lr0 == pytest.approx(base, rel=1e-12)
+    epochs = int(cfg["train"]["epochs"])
+    lr_fn = build_schedule(o, lr0, spe, epochs * spe)
+    probe = [0, 1, 2, warmup // 2, warmup - 2, warmup - 1, warmup, warmup + 1]
+    for m in milestones:
+        probe += [(m - 1) * spe - 1, (m - 1) * spe, (m - 1) * spe + 1]
+    probe += [epochs * spe - 1]
+    for step in probe:
+        assert lr_fn(step) == pytest.approx(official_lr(step, spe, base, warmup, milestones), rel=1e-9, abs=1e-15), step
+    assert o["weight_decay"] == (0.0 if name.startswith("cifar") else 1e-4)
+    assert x["l2_reg"] == (3e-4 if name.startswith("cifar") else 0.0)
+
+
+def test_l2_term_is_the_official_sum_of_squares_and_matches_weight_decay_twice_as_large():
+    """Official WrapperLoss: loss + l2_reg * sum over every parameter of sum(W ** 2) (no factor 1/2); its
+    gradient 2 l2_reg W makes the step of SGD with weight_decay = 2 l2_reg."""
+    import copy
+    from pretrain.mixmo import MixMoTrainer, build_mixmo_wrn
+    torch.manual_seed(0)
+    net = build_mixmo_wrn(5, 2, depth=10, widen_factor=1)
+    images, labels = torch.randn(4, 3, 32, 32), torch.randint(0, 5, (4,))
+
+    def loss_of(model, l2):
+        tr = MixMoTrainer(2, 5, mixing="cut", cut_prob=0.5, batch_repeat=2, l2_reg=l2, seed=3)
+        tr.model = model
+        return tr.forward_loss(model, images, labels)[0]
+
+    c = 3e-4
+    net_a, net_b = copy.deepcopy(net), copy.deepcopy(net)
+    la, lb = loss_of(net_a, c), loss_of(net_b, 0.0)
+    sq = 0.0
+    for p in net.parameters():  # every parameter: convolutions, BN weights and biases, heads
+        sq += sum(float(v) ** 2 for v in p.detach().double().flatten())
+    assert float((la - lb).detach()) == pytest.approx(c * sq, rel=1e-5)
+    opt_a = torch.optim.SGD(net_a.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.0)
+    opt_b = torch.optim.SGD(net_b.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=2 * c)
+    for opt, loss in ((opt_a, la), (opt_b, lb)):
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for pa, pb in zip(net_a.parameters(), net_b.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-7)
+    assert not torch.equal(next(net_a.parameters()), next(net.parameters()))
+
+
+def test_repro_plan_runs_the_official_recipes(tmp_path, capsys):
+    """tools/repro/mixmo_cifar100.py: every row trains its configs/mixmo recipe, and the dry-run plan shows
+    the official schedule (0-based milestones 100/200/225, the warm-up of W - 1 steps)."""
+    from downstream.repro.tables.mixmo_cifar100 import main, parse
+    assert main(["--dry-run", "--out", str(tmp_path / "plan")]) == 0
+    plan = capsys.readouterr().out
+    assert plan.count("'optim.milestones=[100,200,225]'") == 5
+    assert plan.count("optim.warmup_epochs=1.0006 ") == 3 and plan.count("optim.warmup_epochs=1.0 ") == 2
+    _, rows, _ = parse(["--out", str(tmp_path / "plan")])
+    for row in rows:
+        argv = row.steps[-1].argv
+        i = next(j for j, a in enumerate(argv) if a.endswith(".yaml"))
+        cfg = load_config(argv[i], [a for a in argv[i + 1:] if "=" in a])
+        x, o, d = cfg["mixmo"], cfg["optim"], cfg["data"]
+        mixmo = row.id.endswith("mixmo") or row.id.endswith("mixmo_cutmix")
+        assert d["batch_size"] * x["batch_repeat"] == 64
+        assert (o["lr"], o["weight_decay"], x["l2_reg"]) == ((0.0125 if mixmo else 0.05), 0.0, 3e-4)
+        spe = 50000 // d["batch_size"]
+        w = int(round(float(o["warmup_epochs"]) * spe))
+        assert w == (3127 if mixmo else 781)  # official warmup_period 3128 / 782, see the recipes
+        assert x["cutmix_prob"] == (0.5 if row.id.endswith("cutmix") else 0.0)

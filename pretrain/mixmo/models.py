@@ -4,10 +4,14 @@
 
 * :class:`WideResNet` -- WRN-d-k for 32x32 inputs ("Wide Residual Networks", Zagoruyko & Komodakis,
   BMVC 2016, arXiv:1605.07146: pre-activation basic blocks, widths 16, 16k, 32k, 64k, optional dropout
-  between the two convolutions);
+  between the two convolutions; ``block="official"`` is the MixMo code's :class:`WideBasic`, stride in the
+  second convolution and the raw input as shortcut);
 * :class:`PreActResNet` -- PreActResNet-18 ("Identity Mappings in Deep Residual Networks", He et al., 2016,
-  arXiv:1603.05027) with a width multiplier (widths 64w, 128w, 256w, 512w; stride-1 3x3 stem, so it fits
-  32x32 and 64x64 inputs);
+  arXiv:1603.05027) with a width multiplier (widths 64w, 128w, 256w, 512w). The stem follows the MixMo
+  official code by default (alexrame/mixmo-pytorch ``mixmo/networks/resnet.py``: a 3x3 convolution with
+  stride 2 and 64 output channels whatever the width, no BN-ReLU before the pooling), so 64x64 Tiny
+  ImageNet images are mixed on a 32x32 grid; ``stem_stride=1, stem_channels=None, final_norm=True`` is
+  this project's former stride-1, 64w-channel stem with a final BN-ReLU;
 * a timm Vision Transformer with a class token (:func:`build_mixmo_vit`): the M patch embeddings are
   the encoders, the mixing happens on the token grid, the position embedding, class token, blocks and
   final norm form the core, and the M heads read the class token.
@@ -80,24 +84,56 @@ class PreActBlock(nn.Module):
         return o + shortcut
 
 
+class WideBasic(nn.Module):
+    """The WRN block of the official MixMo code (alexrame/mixmo-pytorch ``mixmo/networks/wrn.py``
+    ``WideBasic``): BN-ReLU-conv3x3 (stride 1), BN-ReLU-[dropout]-conv3x3 carrying the block's stride (a
+    stride-2 convolution without padding after a one-pixel zero pad right and bottom), plus the *raw* input
+    (identity, or a 1x1 projection with the stride when the shape changes). Same parameters as
+    :class:`PreActBlock`, which puts the stride in the first convolution and projects the pre-activated input."""
+
+    def __init__(self, cin: int, cout: int, stride: int, dropout: float = 0.0):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv1 = _conv3x3(cin, cout)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.stride = int(stride)
+        self.conv2 = nn.Conv2d(cout, cout, 3, stride=stride, padding=1 if stride == 1 else 0, bias=False)
+        self.shortcut = nn.Conv2d(cin, cout, 1, stride=stride, bias=False) if (stride != 1 or cin != cout) else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        o = self.conv1(F.relu(self.bn1(x)))
+        o = self.dropout(F.relu(self.bn2(o)))
+        if self.stride != 1:
+            o = F.pad(o, (0, 1, 0, 1))
+        o = self.conv2(o)
+        return o + (x if self.shortcut is None else self.shortcut(x))
+
+
+BLOCKS = {"preact": PreActBlock, "official": WideBasic}
+
+
 class PreActCore(nn.Module):
     """Stages of :class:`PreActBlock` (stage ``g``: ``counts[g]`` blocks of width ``widths[g]``, the first
-    with stride ``strides[g]``), final BN-ReLU and global average pooling. Input (B, cin, H, W), output
-    (B, widths[-1])."""
+    with stride ``strides[g]``), final BN-ReLU (unless ``final_norm`` is false) and global average pooling.
+    Input (B, cin, H, W), output (B, widths[-1])."""
 
-    def __init__(self, cin: int, widths, strides, counts, dropout: float = 0.0):
+    def __init__(self, cin: int, widths, strides, counts, dropout: float = 0.0, final_norm: bool = True,
+                 block=PreActBlock):
         super().__init__()
         layers = []
         for w, s, n in zip(widths, strides, counts):
             for i in range(n):
-                layers.append(PreActBlock(cin, w, s if i == 0 else 1, dropout))
+                layers.append(block(cin, w, s if i == 0 else 1, dropout))
                 cin = w
         self.blocks = nn.Sequential(*layers)
-        self.bn = nn.BatchNorm2d(cin)
+        self.bn = nn.BatchNorm2d(cin) if final_norm else None
         self.num_features = cin
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn(self.blocks(x)))
+        x = self.blocks(x)
+        if self.bn is not None:
+            x = F.relu(self.bn(x))
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
 
 
@@ -105,24 +141,31 @@ class WideResNetCore(PreActCore):
     """WRN-d-k after its first convolution: three groups of (d-4)/6 wide blocks (widths 16k, 32k, 64k,
     strides 1, 2, 2), final BN-ReLU and global average pooling. Input (B, 16, H, W), output (B, 64k)."""
 
-    def __init__(self, depth: int = 28, widen_factor: int = 10, dropout: float = 0.0, stem_channels: int = 16):
+    def __init__(self, depth: int = 28, widen_factor: int = 10, dropout: float = 0.0, stem_channels: int = 16,
+                 block: str = "preact"):
         if depth < 10 or (depth - 4) % 6:
             raise ValueError(f"WRN depth must be 6n+4 (10, 16, 22, 28, 40, ...), got {depth}")
         if widen_factor < 1:
             raise ValueError(f"WRN widen_factor must be >= 1, got {widen_factor}")
+        if block not in BLOCKS:
+            raise ValueError(f"WRN block must be one of {sorted(BLOCKS)}, got {block!r}")
         n = (depth - 4) // 6
         super().__init__(stem_channels, [16 * widen_factor, 32 * widen_factor, 64 * widen_factor], (1, 2, 2),
-                         (n, n, n), dropout)
+                         (n, n, n), dropout, block=BLOCKS[block])
 
 
 class PreActResNetCore(PreActCore):
     """PreActResNet-18 after its first convolution: four stages of two blocks, widths 64w..512w (strides
-    1, 2, 2, 2), final BN-ReLU, global average pooling. Input (B, 64w, H, W), output (B, 512w)."""
+    1, 2, 2, 2), optional final BN-ReLU, global average pooling. Input (B, stem_channels, H, W), output
+    (B, 512w)."""
 
-    def __init__(self, width: int = 1, blocks=(2, 2, 2, 2)):
+    def __init__(self, width: int = 1, blocks=(2, 2, 2, 2), stem_channels: Optional[int] = None,
+                 final_norm: bool = True):
         if width < 1:
             raise ValueError(f"PreActResNet width multiplier must be >= 1, got {width}")
-        super().__init__(64 * width, [64 * width, 128 * width, 256 * width, 512 * width], (1, 2, 2, 2), blocks)
+        cin = 64 * width if stem_channels is None else int(stem_channels)
+        super().__init__(cin, [64 * width, 128 * width, 256 * width, 512 * width], (1, 2, 2, 2), blocks,
+                         final_norm=final_norm)
 
 
 # ---- ViT core ------------------------------------------------------------------------------------
@@ -234,35 +277,85 @@ def _same_grid(hw):
 
 
 def build_mixmo_wrn(num_classes: int, num_members: int = 2, depth: int = 28, widen_factor: int = 10,
-                    dropout: float = 0.0, in_chans: int = 3) -> MixMoNet:
-    """MixMo WRN-depth-widen_factor for 32x32-style inputs (M first convolutions 3->16 as encoders)."""
-    core = WideResNetCore(depth, widen_factor, dropout)
+                    dropout: float = 0.0, in_chans: int = 3, block: str = "preact", init: str = "fan_out") -> MixMoNet:
+    """MixMo WRN-depth-widen_factor for 32x32-style inputs (M first convolutions 3->16 as encoders);
+    ``block``: ``preact`` (:class:`PreActBlock`) or ``official`` (:class:`WideBasic`, the MixMo code's);
+    ``init``: ``fan_out`` or ``official`` (:func:`_init_cnn`)."""
+    core = WideResNetCore(depth, widen_factor, dropout, block=block)
     encoders = [_conv3x3(in_chans, 16) for _ in range(num_members)]
     arch = {"model": "mixmo", "arch": "wrn", "depth": depth, "widen_factor": widen_factor, "dropout": dropout,
-            "num_members": num_members, "num_classes": num_classes}
-    return _init_cnn(MixMoNet(encoders, core, core.num_features, num_classes, _same_grid, arch))
+            "num_members": num_members, "num_classes": num_classes, "block": block}
+    return _init_cnn(MixMoNet(encoders, core, core.num_features, num_classes, _same_grid, arch), init)
 
 
-def build_mixmo_preact_resnet(num_classes: int, num_members: int = 2, width: int = 1, in_chans: int = 3) -> MixMoNet:
-    """MixMo PreActResNet-18 with width multiplier ``width`` (the paper's Tiny ImageNet net: width 3)."""
-    core = PreActResNetCore(width)
-    encoders = [_conv3x3(in_chans, 64 * width) for _ in range(num_members)]
+def _conv_grid(stride: int):
+    """Output size of a 3x3, padding-1 convolution with ``stride``: ``floor((H - 1) / stride) + 1``."""
+    if stride == 1:
+        return _same_grid
+    return lambda hw: tuple((int(v) - 1) // stride + 1 for v in hw)
+
+
+def build_mixmo_preact_resnet(num_classes: int, num_members: int = 2, width: int = 1, in_chans: int = 3,
+                              stem_stride: int = 2, stem_channels: Optional[int] = 64,
+                              final_norm: bool = False, init: str = "fan_out") -> MixMoNet:
+    """MixMo PreActResNet-18 with width multiplier ``width`` (the paper's Tiny ImageNet net: width 3).
+
+    Defaults follow the official code (alexrame/mixmo-pytorch ``mixmo/networks/resnet.py``,
+    ``PreActResNet._make_conv1`` / ``_init_block`` / ``_forward_core_network``): the M encoders are 3x3
+    convolutions with stride ``stem_stride`` = 2 and ``stem_channels`` = 64 outputs (64x64 inputs are mixed
+    on a 32x32 grid), and the core pools the last stage without a final BN-ReLU. ``stem_channels=None``
+    gives 64w channels, ``stem_stride=1`` the full-resolution grid, ``final_norm=True`` a final BN-ReLU;
+    ``init``: ``fan_out`` or ``official`` (:func:`_init_cnn`, N(0, 0.01) heads as the official PreActResNet)."""
+    if int(stem_stride) not in (1, 2):
+        raise ValueError(f"PreActResNet stem_stride must be 1 or 2, got {stem_stride}")
+    core = PreActResNetCore(width, stem_channels=stem_channels, final_norm=bool(final_norm))
+    stem_out = 64 * width if stem_channels is None else int(stem_channels)
+    encoders = [_conv3x3(in_chans, stem_out, int(stem_stride)) for _ in range(num_members)]
     arch = {"model": "mixmo", "arch": "preact_resnet", "depth": 18, "width": width, "num_members": num_members,
-            "num_classes": num_classes}
-    return _init_cnn(MixMoNet(encoders, core, core.num_features, num_classes, _same_grid, arch))
+            "num_classes": num_classes, "stem_stride": int(stem_stride), "stem_channels": stem_out,
+            "final_norm": bool(final_norm)}
+    return _init_cnn(MixMoNet(encoders, core, core.num_features, num_classes, _conv_grid(int(stem_stride)), arch),
+                     init, dense_gaussian=True)
 
 
-def _init_cnn(net: MixMoNet) -> MixMoNet:
-    """He-normal (fan-out) convolutions, unit BN, zero-bias heads (the usual CIFAR ResNet init)."""
+INITS = ("fan_out", "official")
+#: std of a standard normal truncated to [-2, 2] (the official init divides by it to keep He's variance)
+TRUNC2_STD = 0.87962566103423978
+
+
+def _he_truncated_(w: torch.Tensor) -> None:
+    """He (fan-in, ReLU gain) normal truncated at two standard deviations, its std corrected by
+    :data:`TRUNC2_STD` (official ``kaiming_normal_truncated``, ``mixmo/utils/torchutils.py``)."""
+    fan_in = w.shape[1] * (w[0][0].numel() if w.dim() > 2 else 1)
+    std = math.sqrt(2.0) / math.sqrt(fan_in) / TRUNC2_STD
+    nn.init.trunc_normal_(w, mean=0.0, std=std, a=-2.0 * std, b=2.0 * std)
+
+
+def _init_cnn(net: MixMoNet, init: str = "fan_out", dense_gaussian: bool = False) -> MixMoNet:
+    """``fan_out``: He-normal (fan-out) convolutions, uniform +-1/sqrt(fan_in) heads (the usual CIFAR ResNet
+    init); ``official``: the MixMo code's ``weights_init_hetruncatednormal`` (truncated He fan-in
+    convolutions, heads alike or, with ``dense_gaussian`` as its PreActResNet, N(0, 0.01)). Unit BN and zero
+    biases in both."""
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
     for m in net.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if init == "official":
+                _he_truncated_(m.weight.data)
+            else:
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
-            bound = 1.0 / math.sqrt(m.in_features)
-            nn.init.uniform_(m.weight, -bound, bound)
+            if init == "official":
+                if dense_gaussian:
+                    nn.init.normal_(m.weight, 0.0, 0.01)
+                else:
+                    _he_truncated_(m.weight.data)
+            else:
+                bound = 1.0 / math.sqrt(m.in_features)
+                nn.init.uniform_(m.weight, -bound, bound)
             nn.init.zeros_(m.bias)
     return net
 
@@ -317,7 +410,8 @@ ARCHS = ("wrn", "preact_resnet", "vit")
 
 def build_mixmo_model(cfg: Dict[str, Any]) -> MixMoNet:
     """The MixMo network an engine config describes: ``model.arch`` (wrn | preact_resnet | vit),
-    ``model.kwargs`` (wrn: depth, widen_factor, dropout; preact_resnet: width; vit: timm overrides),
+    ``model.kwargs`` (wrn: depth, widen_factor, dropout, block, init; preact_resnet: width, stem_stride,
+    stem_channels, final_norm, init; vit: timm overrides),
     ``mixmo.num_members``, ``data.num_classes`` / ``data.img_size``."""
     mc, dc, xc = cfg["model"], cfg["data"], cfg["mixmo"]
     arch = mc.get("arch", "vit")
@@ -325,11 +419,11 @@ def build_mixmo_model(cfg: Dict[str, Any]) -> MixMoNet:
     k = int(dc["num_classes"])
     kwargs = dict(mc.get("kwargs") or {})
     if arch == "wrn":
-        allowed = {"depth", "widen_factor", "dropout"}
+        allowed = {"depth", "widen_factor", "dropout", "block", "init"}
         _check_kwargs(kwargs, allowed, arch)
         return build_mixmo_wrn(k, m, **kwargs)
     if arch == "preact_resnet":
-        _check_kwargs(kwargs, {"width"}, arch)
+        _check_kwargs(kwargs, {"width", "stem_stride", "stem_channels", "final_norm", "init"}, arch)
         return build_mixmo_preact_resnet(k, m, **kwargs)
     if arch == "vit":
         kwargs.setdefault("img_size", int(dc["img_size"]))

@@ -21,7 +21,7 @@ import torch
 from ..checkpoint.formats import MIXMO as MIXMO_FORMAT
 from ..objectives.base import Objective
 from .evaluate import evaluate_mixmo, flat_record, format_table, write_eval_json
-from .mixing import INPUT_MIXERS, MixMoTrainer, build_trainer, check_options
+from .mixing import INPUT_MIXERS, MixMoTrainer, build_trainer, check_options, trainer_options
 from .models import ARCHS, build_mixmo_model
 
 log = logging.getLogger("pretrain")
@@ -47,8 +47,14 @@ class MixMoObjective(Objective):
         "batch_repeat": 2,                   # b: each input sees the loader batch b times, own permutation
         "cut_prob": 0.5,                     # probability of Cut-MixMo until anneal_start
         "cut_prob_final": 0.0,               # ... linearly to this at anneal_end (0 = Linear-MixMo)
-        "anneal_start": 0.8,                 # fractions of the run's optimizer steps
+        "anneal_start": 11.0 / 12.0,         # fractions of the run (official: 11/12 of the epochs)
         "anneal_end": 1.0,
+        "anneal_unit": "epoch",              # epoch: progress (epoch + 1) / epochs (official) | step: step / steps
+        "draw": "batch",                     # Cut/Linear choice and rectangle holder per batch (official) | sample
+        "box_rule": "even",                  # rectangle sides 2 (c // 2) (official) | exact: c (timm 1.0)
+        "cutmix_prob": 0.0,                  # official per-sample CutMix of each input (0 = off; official 0.5)
+        "cutmix_alpha": 1.0,                 # its lambda ~ Beta(alpha, alpha) (official msda.beta 1)
+        "l2_reg": 0.0,                       # + l2_reg * sum ||p||^2 over all parameters in the loss (official)
         "ece_bins": 15,
     }
     weights_format = MIXMO_FORMAT
@@ -69,13 +75,17 @@ class MixMoObjective(Objective):
             raise ValueError(f"model.arch must be vit|wrn|preact_resnet, got {m['arch']!r}")
         if int(x["ece_bins"]) < 1:
             raise ValueError(f"mixmo.ece_bins must be >= 1, got {x['ece_bins']}")
-        check_options(int(x["num_members"]), x["mixing"], float(x["alpha"]), float(x["weight_root"]),
-                      int(x["batch_repeat"]), float(x["cut_prob"]), float(x["cut_prob_final"]),
-                      float(x["anneal_start"]), float(x["anneal_end"]))
+        o = trainer_options(x)
+        check_options(int(x["num_members"]), *(o[k] for k in ("mixing", "alpha", "weight_root", "batch_repeat",
+                      "cut_prob", "cut_prob_final", "anneal_start", "anneal_end", "anneal_unit", "draw", "box_rule",
+                      "cutmix_prob", "cutmix_alpha", "l2_reg")))
         name = str((cfg.get("mixer") or {}).get("name", "none")).lower()
         if name not in INPUT_MIXERS:
             raise ValueError(f"with mixmo.enabled, mixer.name (the optional mixing of each input) must be one of "
                              f"{INPUT_MIXERS}, got '{name}'")
+        if o["cutmix_prob"] > 0 and name != "none":
+            raise ValueError(f"mixmo.cutmix_prob > 0 (the official CutMix of each input) and mixer.name='{name}' "
+                             "would mix the inputs twice; set mixer.name=none")
 
     @classmethod
     def from_config(cls, cfg: Dict[str, Any], seed: Optional[int] = None) -> "MixMoObjective":
@@ -133,11 +143,13 @@ class MixMoObjective(Objective):
     def describe(self) -> str:
         xc, t = self.cfg["mixmo"], self.trainer
         bs = int(self.cfg["data"]["batch_size"])
-        return ("MixMo: M=%d, mixing %s (cut prob %.2f -> %.2f over progress %.2f-%.2f), alpha %.2f, r %.2f, "
-                "batch repetition %d (%d images per step), input mixer %s"
+        inputs = (f"official CutMix p {t.cutmix_prob:g} (Beta({t.cutmix_alpha:g}))" if t.cutmix_prob > 0
+                  else f"mixer {self.cfg['mixer'].get('name')}")
+        return ("MixMo: M=%d, mixing %s (cut prob %.2f -> %.2f over progress %.4f-%.4f per %s, drawn per %s, "
+                "%s boxes), alpha %.2f, r %.2f, batch repetition %d (%d samples per step), input mixing %s, L2 %g"
                 % (t.num_members, xc["mixing"], xc["cut_prob"], xc["cut_prob_final"], xc["anneal_start"],
-                   xc["anneal_end"], xc["alpha"], xc["weight_root"], xc["batch_repeat"],
-                   bs * int(xc["batch_repeat"]), self.cfg["mixer"].get("name")))
+                   xc["anneal_end"], t.anneal_unit, t.draw, t.box_rule, xc["alpha"], xc["weight_root"],
+                   xc["batch_repeat"], bs * int(xc["batch_repeat"]), inputs, t.l2_reg))
 
     def on_run_end(self, out_dir: str, last_eval: Dict[str, Any]) -> None:
         """``<out_dir>/eval.json`` of the last evaluation of the model, and its table in the log."""
