@@ -1,0 +1,180 @@
+"""Bad input met the way a new user meets it, each ending in an error that names the cause: crafted pickles
+never run (Detectron2's .pkl included), checkpoint files told apart (empty, not a checkpoint, damaged, a
+pickle with objects), config values of the wrong type, image sizes that do not fit the patch size or the
+model, hidden folders in a split."""
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from pretrain.checkpoint import CheckpointError, read_checkpoint
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SYNTH_D2_CFG = os.path.join(REPO, "configs", "detectron2", "mask_rcnn_vitmix_synthetic.py")
+
+
+class _WritesMarker:
+    """Unpickling this runs ``open(marker, 'w')`` (any code would do)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def crafted_pickle(path, marker, torch_format=False):
+    """A Detectron2-looking checkpoint whose unpickling creates ``marker``."""
+    payload = {"model": {"backbone.w": _WritesMarker(marker)}, "__author__": "someone"}
+    if torch_format:
+        torch.save(payload, str(path))
+    else:
+        with open(path, "wb") as f:
+            pickle.dump(payload, f)
+    return str(path)
+
+
+def _model_zoo_pickle(path, seed=0, protocol=pickle.DEFAULT_PROTOCOL):
+    """A Detectron2 model-zoo style .pkl (numpy arrays in a dict) for a Linear(4, 3) named 'fc';
+    returns the arrays written."""
+    rng = np.random.default_rng(seed)
+    arrays = {"fc.weight": rng.standard_normal((3, 4)).astype(np.float32),
+              "fc.bias": rng.standard_normal(3).astype(np.float32)}
+    with open(path, "wb") as f:
+        pickle.dump({"model": dict(arrays), "__author__": "Detectron2 Model Zoo", "matching_heuristics": False},
+                    f, protocol=protocol)
+    return arrays
+
+
+def test_the_payload_really_runs_under_plain_pickle(tmp_path):
+    """The test's premise: plain unpickling of the crafted file writes the marker."""
+    marker = tmp_path / "ran"
+    p = crafted_pickle(tmp_path / "evil.pkl", marker)
+    with open(p, "rb") as f:
+        pickle.load(f)
+    assert marker.exists()
+
+
+# --------------------------------------------------------------------------- reading without running code
+@pytest.mark.parametrize("torch_format", [False, True])
+def test_crafted_pickle_is_refused_by_the_reader_and_runs_nothing(tmp_path, torch_format, monkeypatch):
+    monkeypatch.delenv("VITMIX_TRUST_PICKLE", raising=False)
+    marker = tmp_path / "ran"
+    p = crafted_pickle(tmp_path / ("evil.pth" if torch_format else "evil.pkl"), marker, torch_format)
+    with pytest.raises(CheckpointError) as e:
+        read_checkpoint(p)
+    msg = str(e.value)
+    assert p in msg and "io.open" in msg and "VITMIX_TRUST_PICKLE=1" in msg
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_model_zoo_pickle_of_numpy_arrays_is_read(tmp_path, protocol):
+    p = str(tmp_path / "zoo.pkl")
+    arrays = _model_zoo_pickle(p, protocol=protocol)
+    sd, meta = read_checkpoint(p, expect=None)
+    assert set(sd) == set(arrays)
+    for k, a in arrays.items():
+        assert sd[k].dtype == torch.float32 and np.array_equal(sd[k].numpy(), a), k
+
+
+def test_weights_unpickler_allows_only_array_globals(tmp_path):
+    from pretrain.checkpoint.pickles import RefusedGlobal, load_weights_pickle
+
+    ok = {"a": np.arange(3, dtype=np.int64), "s": np.float64(2.5), "set": {1, 2}, "od": __import__("collections").OrderedDict(x=1)}
+    p = tmp_path / "ok.pkl"
+    p.write_bytes(pickle.dumps(ok, protocol=2))
+    back = load_weights_pickle(str(p))
+    assert np.array_equal(back["a"], ok["a"]) and back["s"] == 2.5 and back["set"] == {1, 2} and back["od"] == ok["od"]
+    for obj, name in ((torch.ones(2), "torch"), (os.getcwd, "posix.getcwd"), (np.load, "numpy")):
+        p.write_bytes(pickle.dumps(obj, protocol=2))
+        with pytest.raises(RefusedGlobal, match=name):
+            load_weights_pickle(str(p))
+
+
+# --------------------------------------------------------------------------------- Detectron2's paths
+def _need_d2():
+    pytest.importorskip("detectron2")
+
+
+def test_detectron2_checkpointer_refuses_a_crafted_pkl_and_reads_a_model_zoo_pkl(tmp_path, monkeypatch):
+    _need_d2()
+    from downstream.detectron2 import train as d2train
+    from downstream.detectron2.checkpoint import SafeDetectionCheckpointer
+
+    monkeypatch.delenv("VITMIX_TRUST_PICKLE", raising=False)
+    assert issubclass(d2train.DetectionCheckpointer, SafeDetectionCheckpointer)  # what vitmix-train-d2 uses
+    model = torch.nn.Module()
+    model.fc = torch.nn.Linear(4, 3)
+    for name, fmt in (("evil.pkl", False), ("evil.pth", True)):
+        marker = tmp_path / f"ran_{name}"
+        p = crafted_pickle(tmp_path / name, marker, torch_format=fmt)
+        with pytest.raises(CheckpointError) as e:
+            SafeDetectionCheckpointer(model).load(p)
+        assert p in str(e.value) and "VITMIX_TRUST_PICKLE" in str(e.value)
+        assert not marker.exists()
+    zoo = str(tmp_path / "model_final.pkl")
+    arrays = _model_zoo_pickle(zoo, seed=3)
+    SafeDetectionCheckpointer(model).load(zoo)
+    assert set(model.state_dict()) == set(arrays)
+    for k, a in arrays.items():
+        assert np.array_equal(model.state_dict()[k].numpy(), a), k
+    # our safetensors files load too; the trust opt-in still unpickles a trusted file in full
+    from safetensors.torch import save_file
+
+    st = str(tmp_path / "model.safetensors")
+    ref = {"fc.weight": torch.randn(3, 4), "fc.bias": torch.randn(3)}
+    save_file(ref, st)
+    SafeDetectionCheckpointer(model).load(st)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in ref.items())
+    marker = tmp_path / "ran_trusted"
+    p = crafted_pickle(tmp_path / "trusted.pkl", marker)
+    with pytest.warns(UserWarning, match="full unpickling"), pytest.raises(Exception):
+        SafeDetectionCheckpointer(model, trust_pickle=True).load(p)  # runs, then fails on the non-array
+    assert marker.exists()
+
+
+def test_detectron2_resume_reads_last_checkpoint_weights_only(tmp_path, monkeypatch):
+    _need_d2()
+    from downstream.detectron2.checkpoint import SafeDetectionCheckpointer
+
+    monkeypatch.delenv("VITMIX_TRUST_PICKLE", raising=False)
+    marker = tmp_path / "ran"
+    crafted_pickle(tmp_path / "model_0000099.pth", marker, torch_format=True)
+    (tmp_path / "last_checkpoint").write_text("model_0000099.pth")
+    ck = SafeDetectionCheckpointer(torch.nn.Linear(4, 3), str(tmp_path))
+    with pytest.raises(CheckpointError, match="model_0000099.pth"):
+        ck.resume_or_load("", resume=True)
+    assert not marker.exists()
+
+
+def test_train_d2_eval_only_with_a_crafted_init_checkpoint(tmp_path, synthetic_root):
+    """The documented command: tools/train_d2.py --eval-only ... train.init_checkpoint=evil.pkl."""
+    _need_d2()
+    marker = tmp_path / "ran"
+    p = crafted_pickle(tmp_path / "evil.pkl", marker)
+    env = dict(os.environ, VITMIX_SYNTHETIC_DIR=str(synthetic_root), VITMIX_CACHE_DIR=str(tmp_path / "cache"),
+               PYTHONPATH=REPO, OMP_NUM_THREADS="1")
+    env.pop("VITMIX_TRUST_PICKLE", None)
+    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "train_d2.py"), "--eval-only",
+                        "--config-file", SYNTH_D2_CFG, f"train.init_checkpoint={p}",
+                        f"train.output_dir={tmp_path / 'out'}"], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode != 0
+    assert "CheckpointError" in r.stderr and p in r.stderr and "VITMIX_TRUST_PICKLE" in r.stderr, r.stderr[-3000:]
+    assert not marker.exists()
+
+
+def test_convert_tool_with_trust_pickle_on_garbage_names_the_file(tmp_path):
+    """vitmix-convert SRC DST --trust-pickle on random bytes: one named error line, exit 1, no traceback."""
+    src = tmp_path / "download.pth"
+    src.write_bytes(b"\x00" + np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "convert_checkpoint.py"), str(src),
+                        str(tmp_path / "out.pth"), "--trust-pickle"], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=REPO))
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert str(src) in r.stderr and "is not a checkpoint" in r.stderr and "trust" not in r.stderr.lower()
