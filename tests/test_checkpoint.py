@@ -121,9 +121,10 @@ def test_bad_files_are_told_apart(tmp_path, monkeypatch):
 
     assert "empty file, 0 bytes" in message(empty)
     m = message(rand)
-    assert "is not a checkpoint" in m and "trust" not in m.lower() and "Python objects" not in m
+    assert "is not a checkpoint" in m and "Python objects" not in m and "trust" not in m.replace(str(rand), "").lower()
     m = message(trunc)
-    assert "truncated or damaged" in m and "trust" not in m.lower() and f"{os.path.getsize(trunc)} bytes" in m
+    assert "truncated or damaged" in m and f"{os.path.getsize(trunc)} bytes" in m
+    assert "trust" not in m.replace(str(trunc), "").lower()
     m = message(st_trunc)
     assert "truncated" in m and str(st_trunc.stat().st_size) in m
     m = message(objects)
