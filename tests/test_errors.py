@@ -179,3 +179,66 @@ def test_convert_tool_with_trust_pickle_on_garbage_names_the_file(tmp_path):
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert str(src) in r.stderr and "is not a checkpoint" in r.stderr
     assert "trust" not in r.stderr.replace(str(src), "").lower()  # no advice to trust it
+
+
+# ------------------------------------------------------------------------------------- config values
+SYNTH_CFG = os.path.join(REPO, "configs", "pretrain", "synthetic_transmix.yaml")
+
+
+def _config_error(overrides, path=SYNTH_CFG):
+    from pretrain.engine.config import load_config
+
+    with pytest.raises(ValueError) as e:
+        load_config(path, overrides)
+    return str(e.value)
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("train.epochs", "abc", "an integer"), ("optim.lr", "fast", "a number"), ("data.batch_size", "[1]", "an integer"),
+    ("model.ema", "maybe", "true or false"), ("train.epochs", "2.5", "an integer"), ("optim.betas", "0.9", "a list"),
+])
+def test_a_value_of_the_wrong_type_is_named_with_its_key(key, value, expected):
+    msg = _config_error([f"{key}={value}"])
+    assert msg.startswith(f"{key} must be {expected}") and value.strip("[]") in msg
+
+
+def test_wrong_types_in_yaml_are_named_and_numbers_in_strings_are_read(tmp_path):
+    from pretrain.engine.config import load_config
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"_base_: {SYNTH_CFG}\noptim: {{lr: fast}}\n")
+    assert _config_error([], str(bad)).startswith("optim.lr must be a number")
+    # YAML 1.1 reads 5e-4 as a string: it is the number 0.0005, and 8.0 epochs are 8
+    cfg = load_config(SYNTH_CFG, ["optim.lr=5e-4", "train.epochs=8.0", "optim.warmup_epochs=0.5"])
+    assert cfg["optim"]["lr"] == 5e-4 and isinstance(cfg["optim"]["lr"], float)
+    assert cfg["train"]["epochs"] == 8 and isinstance(cfg["train"]["epochs"], int)
+    assert cfg["optim"]["warmup_epochs"] == 0.5
+
+
+@pytest.mark.parametrize("size, patch, name_patch", [(36, 8, None), (100, None, 16), (60, 16, None)])
+def test_image_size_not_divisible_by_the_patch_size(size, patch, name_patch):
+    overrides = ["model.kwargs={}", f"data.img_size={size}"]
+    if patch:
+        overrides += [f"model.kwargs.patch_size={patch}", f"model.kwargs.img_size={size}"]
+    p = patch or name_patch
+    msg = _config_error(overrides)
+    assert f"data.img_size = {'model.kwargs.img_size = ' if patch else ''}{size}" in msg
+    assert f"not divisible by the patch size {p}" in msg
+    assert ("model.kwargs.patch_size" if patch else "model.name = deit_tiny_patch16_224") in msg
+    lost = size - (size // p) * p
+    assert f"drop the last {lost} pixel rows and {lost} columns" in msg
+    assert f"use {(size // p) * p} or {(size // p + 1) * p}" in msg
+
+
+def test_data_size_that_differs_from_the_model_size_names_both_keys():
+    msg = _config_error(["data.img_size=32"])  # the synthetic config builds the model at 64
+    assert "data.img_size = 32" in msg and "model.kwargs.img_size = 64" in msg
+
+
+def test_the_documented_command_exits_2_with_the_key(tmp_path):
+    """python -m pretrain.train --config ... train.epochs=abc: exit 2, one line naming the key and the value."""
+    r = subprocess.run([sys.executable, "-m", "pretrain.train", "--config", SYNTH_CFG, "train.epochs=abc",
+                        f"train.out_dir={tmp_path / 'run'}"], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=REPO), cwd=REPO)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "train.epochs must be an integer" in r.stderr and "'abc'" in r.stderr
