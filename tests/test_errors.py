@@ -242,3 +242,22 @@ def test_the_documented_command_exits_2_with_the_key(tmp_path):
                        env=dict(os.environ, PYTHONPATH=REPO), cwd=REPO)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "train.epochs must be an integer" in r.stderr and "'abc'" in r.stderr
+
+
+def test_detectron2_own_checkpointer_is_weights_only_once_the_adapter_is_imported(tmp_path, monkeypatch):
+    """DefaultTrainer / DefaultPredictor (cfg.MODEL.WEIGHTS) use detectron2.checkpoint.DetectionCheckpointer."""
+    _need_d2()
+    import downstream.detectron2.checkpoint  # noqa: F401
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    monkeypatch.delenv("VITMIX_TRUST_PICKLE", raising=False)
+    marker = tmp_path / "ran"
+    p = crafted_pickle(tmp_path / "evil.pkl", marker)
+    with pytest.raises(CheckpointError, match="evil.pkl"):
+        DetectionCheckpointer(torch.nn.Linear(4, 3)).load(p)
+    assert not marker.exists()
+    model = torch.nn.Module()
+    model.fc = torch.nn.Linear(4, 3)
+    arrays = _model_zoo_pickle(str(tmp_path / "zoo.pkl"), seed=5)
+    DetectionCheckpointer(model).load(str(tmp_path / "zoo.pkl"))
+    assert all(np.array_equal(model.state_dict()[k].numpy(), a) for k, a in arrays.items())

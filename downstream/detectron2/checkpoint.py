@@ -17,6 +17,11 @@ and for ``--resume``. Files are told apart by their content (:func:`pretrain.che
 * a file holding other Python objects is refused with a :class:`~pretrain.checkpoint.CheckpointError`
   that names the file, the global it names and the opt-in: ``trust_pickle=True`` or
   ``VITMIX_TRUST_PICKLE=1`` for files from a source you trust (then it is unpickled in full).
+
+Importing this module also makes Detectron2's own ``DetectionCheckpointer`` read this way
+(:func:`install_weights_only_loading`), so that code built on Detectron2's trainers and predictors
+(``DefaultTrainer``, ``DefaultPredictor`` and ``cfg.MODEL.WEIGHTS`` with the yacs backbone) is covered too;
+it has no ``trust_pickle`` argument there, only ``VITMIX_TRUST_PICKLE=1``.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from pretrain.checkpoint.pickles import PICKLE, SAFETENSORS, file_kind
 from pretrain.checkpoint.read import CheckpointError, load_object, read_checkpoint
 
-__all__ = ["SafeDetectionCheckpointer", "load_detectron2_file"]
+__all__ = ["SafeDetectionCheckpointer", "load_detectron2_file", "install_weights_only_loading"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,3 +83,16 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
         return load_detectron2_file(filename, trust_pickle=self.trust_pickle)
+
+
+def _weights_only_load_file(self, filename: str) -> Dict[str, Any]:
+    return load_detectron2_file(filename, trust_pickle=getattr(self, "trust_pickle", None))
+
+
+def install_weights_only_loading() -> None:
+    """Make ``detectron2.checkpoint.DetectionCheckpointer`` (and so every subclass and user of it) read
+    files with :func:`load_detectron2_file`; idempotent."""
+    DetectionCheckpointer._load_file = _weights_only_load_file
+
+
+install_weights_only_loading()
