@@ -261,3 +261,23 @@ def test_detectron2_own_checkpointer_is_weights_only_once_the_adapter_is_importe
     arrays = _model_zoo_pickle(str(tmp_path / "zoo.pkl"), seed=5)
     DetectionCheckpointer(model).load(str(tmp_path / "zoo.pkl"))
     assert all(np.array_equal(model.state_dict()[k].numpy(), a) for k, a in arrays.items())
+
+
+def test_crafted_cifar_batch_is_refused_without_running(tmp_path):
+    """CIFAR's batches are pickles too: read by the allow-list unpickler, a crafted one is refused by name."""
+    from pretrain.data.small import load_cifar_pickle
+
+    marker = tmp_path / "ran"
+    p = tmp_path / "data_batch_1"
+    rows = np.random.default_rng(0).integers(0, 256, (3, 3072), dtype=np.uint8)
+    with open(p, "wb") as f:
+        pickle.dump({b"data": rows, b"labels": [1, 2, 0], b"batch_label": b"x", b"hook": _WritesMarker(marker)}, f,
+                    protocol=2)
+    with pytest.raises(ValueError) as e:
+        load_cifar_pickle(str(p))
+    assert str(p) in str(e.value) and "io.open" in str(e.value)
+    assert not marker.exists()
+    with open(p, "wb") as f:  # the published layout (byte-string keys, protocol 2) still reads
+        pickle.dump({b"data": rows, b"labels": [1, 2, 0], b"batch_label": b"x"}, f, protocol=2)
+    back = load_cifar_pickle(str(p))
+    assert np.array_equal(back["data"], rows) and back["labels"] == [1, 2, 0] and back["batch_label"] == b"x"

@@ -180,9 +180,10 @@ class WeightsUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"persistent id {str(pid)[:60]!r}: not a plain pickle of arrays")
 
 
-def load_weights_pickle(path: str) -> Any:
-    """The object in the plain pickle ``path``, read by :class:`WeightsUnpickler` (``encoding="latin1"``,
-    as Detectron2 reads Python 2 pickles). Raises :class:`RefusedGlobal`, ``pickle.UnpicklingError``,
-    ``EOFError`` and what a damaged stream raises; the caller names the file."""
+def load_weights_pickle(path: str, encoding: str = "latin1") -> Any:
+    """The object in the plain pickle ``path``, read by :class:`WeightsUnpickler`. ``encoding`` decodes
+    Python 2 strings: ``"latin1"`` as Detectron2 reads its model zoo, ``"bytes"`` as CIFAR's batches are
+    read. Raises :class:`RefusedGlobal`, ``pickle.UnpicklingError``, ``EOFError`` and what a damaged
+    stream raises; the caller names the file."""
     with open(path, "rb") as f:
-        return WeightsUnpickler(f, encoding="latin1").load()
+        return WeightsUnpickler(f, encoding=encoding).load()
