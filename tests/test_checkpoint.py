@@ -129,6 +129,9 @@ def test_bad_files_are_told_apart(tmp_path, monkeypatch):
     assert "truncated" in m and str(st_trunc.stat().st_size) in m
     m = message(objects)
     assert "Python objects" in m and "argparse.Namespace" in m and ck.TRUST_PICKLE_ENV in m
+    npz = tmp_path / "arrays.npz"
+    __import__("numpy").savez(npz, x=__import__("numpy").ones(3))
+    assert "is a zip archive but not a torch checkpoint" in message(npz)
     # trusting does not turn garbage into a checkpoint: the same named errors, no traceback from pickle
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -87,6 +87,15 @@ def _damaged(path: str, kind: str, e: Exception) -> CheckpointError:
     where = ""
     if kind == TORCH_ZIP and not zipfile.is_zipfile(path):
         where = "; the zip directory at its end is missing, so the file was cut short"
+    elif kind == TORCH_ZIP:
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError):
+            names = None
+        if names is not None and not any(n.endswith("data.pkl") for n in names):
+            return CheckpointError(f"{path} is a zip archive but not a torch checkpoint (no data.pkl; it holds "
+                                   f"{', '.join(names[:5]) or 'nothing'}{', ...' if len(names) > 5 else ''})")
     return CheckpointError(
         f"{path} looks like {KIND_NAMES[kind]} but is truncated or damaged ({size} bytes{where}): {_first_line(e)}. "
         "Copy or download it again, or take another checkpoint of the run.")
