@@ -213,6 +213,7 @@ def test_wrong_types_in_yaml_are_named_and_numbers_in_strings_are_read(tmp_path)
     assert cfg["optim"]["lr"] == 5e-4 and isinstance(cfg["optim"]["lr"], float)
     assert cfg["train"]["epochs"] == 8 and isinstance(cfg["train"]["epochs"], int)
     assert cfg["optim"]["warmup_epochs"] == 0.5
+    assert load_config(SYNTH_CFG, ["train.deterministic=1"])["train"]["deterministic"] is True
 
 
 @pytest.mark.parametrize("size, patch, name_patch", [(36, 8, None), (100, None, 16), (60, 16, None)])

@@ -213,7 +213,9 @@ def check_value_types(cfg: Dict[str, Any], reference: Dict[str, Any], prefix: st
             else:
                 raise ValueError(f"{key} must be a section (a mapping of keys), got {value!r} ({_kind(value)})")
         elif isinstance(default, bool):
-            if not isinstance(value, bool):
+            if type(value) is int and value in (0, 1):
+                cfg[k] = bool(value)
+            elif not isinstance(value, bool):
                 raise ValueError(f"{key} must be true or false, got {value!r} ({_kind(value)})")
         elif isinstance(default, (int, float)):
             if key in _NUMBER_OR_LIST and isinstance(value, (list, tuple)) and all(_number(v) is not None for v in value):
