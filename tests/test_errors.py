@@ -196,6 +196,7 @@ def _config_error(overrides, path=SYNTH_CFG):
 @pytest.mark.parametrize("key, value, expected", [
     ("train.epochs", "abc", "an integer"), ("optim.lr", "fast", "a number"), ("data.batch_size", "[1]", "an integer"),
     ("model.ema", "maybe", "true or false"), ("train.epochs", "2.5", "an integer"), ("optim.betas", "0.9", "a list"),
+    ("model.kwargs.depth", "abc", "an integer >= 1"), ("model.kwargs.mlp_ratio", "wide", "a number"),
 ])
 def test_a_value_of_the_wrong_type_is_named_with_its_key(key, value, expected):
     msg = _config_error([f"{key}={value}"])

@@ -250,6 +250,11 @@ def check_vit_sizes(cfg: Dict[str, Any]) -> None:
     if m.get("arch", "vit") != "vit":
         return
     kw = m.get("kwargs") or {}
+    for name in ("depth", "embed_dim", "num_heads"):  # the timm ViT arguments configs set most
+        if name in kw and (isinstance(kw[name], bool) or not isinstance(kw[name], int) or kw[name] < 1):
+            raise ValueError(f"model.kwargs.{name} must be an integer >= 1, got {kw[name]!r} ({_kind(kw[name])})")
+    if "mlp_ratio" in kw and (_number(kw["mlp_ratio"]) is None or isinstance(kw["mlp_ratio"], str)):
+        raise ValueError(f"model.kwargs.mlp_ratio must be a number, got {kw['mlp_ratio']!r} ({_kind(kw['mlp_ratio'])})")
     data_size = _pair(d["img_size"], "data.img_size")
     if "img_size" in kw and not kw.get("dynamic_img_size"):
         model_size = _pair(kw["img_size"], "model.kwargs.img_size")
