@@ -69,6 +69,80 @@ def test_unreadable_files_are_named(tmp_path):
         ck.read_checkpoint(str(tmp_path / "no_tensors.pth"))
 
 
+def _first_bytes_kind(path):
+    """An independent statement of what a file is, from the formats' published first bytes."""
+    data = open(path, "rb").read()
+    if not data:
+        return "empty"
+    if len(data) > 8 and data[8:9] == b"{" and 0 < int.from_bytes(data[:8], "little") < 1 << 30:
+        return "safetensors"
+    if data[:4] == b"PK\x03\x04":
+        return "zip"
+    if data[:1] == b"\x80" and 2 <= data[1] <= 5:
+        return "pickle"
+    return "other"
+
+
+def test_bad_files_are_told_apart(tmp_path, monkeypatch):
+    """Empty, not a checkpoint at all, truncated, and a pickle with objects each get their own message; only
+    the last says how to opt in to full unpickling, and trusting garbage is still a CheckpointError."""
+    import argparse
+    import os
+    import warnings
+
+    monkeypatch.delenv(ck.TRUST_PICKLE_ENV, raising=False)
+    sd = _vit().state_dict()
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    rand = tmp_path / "random.pth"
+    rand.write_bytes(bytes(__import__("random").Random(0).randrange(256) for _ in range(4096)))
+    if rand.read_bytes()[:1] == b"\x80":  # keep the random file clear of the pickle magic
+        rand.write_bytes(b"\x00" + rand.read_bytes()[1:])
+    good = tmp_path / "good.pth"
+    torch.save(sd, good)
+    trunc = tmp_path / "truncated.pth"
+    trunc.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    objects = tmp_path / "objects.pth"
+    torch.save({"model": sd, "args": argparse.Namespace(lr=1)}, objects)
+    st = tmp_path / "w.safetensors"
+    ck.save_weights(str(st), sd, {})
+    st_trunc = tmp_path / "cut.safetensors"
+    st_trunc.write_bytes(st.read_bytes()[:-1000])
+    kinds = {p.name: _first_bytes_kind(p) for p in (empty, rand, trunc, objects, st_trunc)}
+    assert kinds == {"empty.pth": "empty", "random.pth": "other", "truncated.pth": "zip", "objects.pth": "zip",
+                     "cut.safetensors": "safetensors"}
+
+    def message(path, **kw):
+        with pytest.raises(ck.CheckpointError) as e:
+            ck.read_checkpoint(str(path), **kw)
+        msg = str(e.value)
+        assert str(path) in msg
+        return msg
+
+    assert "empty file, 0 bytes" in message(empty)
+    m = message(rand)
+    assert "is not a checkpoint" in m and "Python objects" not in m and "trust" not in m.replace(str(rand), "").lower()
+    m = message(trunc)
+    assert "truncated or damaged" in m and f"{os.path.getsize(trunc)} bytes" in m
+    assert "trust" not in m.replace(str(trunc), "").lower()
+    m = message(st_trunc)
+    assert "truncated" in m and str(st_trunc.stat().st_size) in m
+    m = message(objects)
+    assert "Python objects" in m and "argparse.Namespace" in m and ck.TRUST_PICKLE_ENV in m
+    npz = tmp_path / "arrays.npz"
+    __import__("numpy").savez(npz, x=__import__("numpy").ones(3))
+    assert "is a zip archive but not a torch checkpoint" in message(npz)
+    # trusting does not turn garbage into a checkpoint: the same named errors, no traceback from pickle
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert "is not a checkpoint" in message(rand, trust_pickle=True)
+        assert "truncated or damaged" in message(trunc, trust_pickle=True)
+        assert "empty file" in message(empty, trust_pickle=True)
+        monkeypatch.setenv(ck.TRUST_PICKLE_ENV, "1")
+        assert "is not a checkpoint" in message(rand)
+        assert set(ck.read_checkpoint(str(objects))[0]) == set(sd)
+
+
 # ------------------------------------------------------------------------ architecture
 def test_one_arch_inference_with_the_head_count_rule(tmp_path):
     m = _vit(embed_dim=128, num_heads=4)

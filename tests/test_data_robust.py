@@ -188,3 +188,35 @@ def test_randaugment_posterize_at_magnitude_10_does_not_crash():
     assert out.mode == "RGB" and np.asarray(out).max() == 0
     op = AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=5)  # 2 bits kept: 200 -> 192
     assert (np.asarray(op(Image.fromarray(np.full((8, 8, 3), 200, np.uint8)))) == 192).all()
+
+
+def test_hidden_folders_are_not_classes_in_the_dataset_or_the_check(synthetic_root, tmp_path, caplog):
+    """A .ipynb_checkpoints/ (or any dot-folder) in a split is no class: ImageFolder would make it class 0
+    and shift every label by one. Labels are checked against the sorted visible class names; hidden files
+    and dot-folders inside a class are no samples; what was left out is logged."""
+    import logging
+
+    from pretrain.data.build import build_data
+
+    root = tmp_path / "data"
+    shutil.copytree(os.path.join(str(synthetic_root), "imagenet"), root)
+    visible = sorted(os.listdir(root / "train"))
+    for split in ("train", "val"):
+        _jpeg(str(root / split / visible[0] / "._apple_double.JPEG"))  # macOS metadata beside the images
+        for hidden in (root / split / ".ipynb_checkpoints", root / split / visible[1] / ".ipynb_checkpoints"):
+            hidden.mkdir()
+            _jpeg(str(hidden / "copy-checkpoint.JPEG"))
+    cfg = {"data": {"format": "folder", "root": str(root), "train_split": "train", "val_split": "val",
+                    "num_classes": len(visible), "img_size": 32, "batch_size": 4, "workers": 0, "auto_augment": None,
+                    "re_prob": 0.0, "repeated_aug": 1, "bad_image_tries": 4, "eval_crop_pct": 1.0},
+           "train": {"seed": 0}}
+    with caplog.at_level(logging.WARNING, logger="pretrain.data.folders"):
+        data = build_data(cfg, 0, 1, str(tmp_path))
+    for ds, split in ((data.train_set, "train"), (data.val_set, "val")):
+        assert list(ds.classes) == visible
+        expected = sorted((os.path.join(str(root), split, c, n), visible.index(c)) for c in visible
+                          for n in os.listdir(root / split / c) if not n.startswith(".") and n.endswith(".JPEG"))
+        assert sorted(ds.samples) == expected
+        assert max(label for _, label in ds.samples) == len(visible) - 1
+    logged = caplog.text
+    assert ".ipynb_checkpoints" in logged and str(root / "train") in logged and "2 hidden files" in logged

@@ -37,7 +37,6 @@ import sys
 from typing import List, Optional
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import AMPTrainer, SimpleTrainer, default_argument_parser, default_writers, hooks, launch
 from detectron2.engine.defaults import create_ddp_model
@@ -46,6 +45,7 @@ from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
+from .checkpoint import SafeDetectionCheckpointer as DetectionCheckpointer  # weights-only reading, .pkl too
 from .data import register_checked_coco_instances
 
 logger = logging.getLogger("vitmix.train_d2")

@@ -2,9 +2,14 @@
 
 * our safetensors files (``format``/``arch`` metadata, :mod:`.files`);
 * torch pickles (``.pth``/``.pt``/``.bin``) of timm, the official DeiT code (facebookresearch/deit), DINO
-  (facebookresearch/dino), MMEngine or a DDP run, read with ``torch.load(weights_only=True)``; full
-  unpickling only for a file the caller marks as trusted (``trust_pickle=True`` or
-  ``VITMIX_TRUST_PICKLE=1``), since unpickling can run any code;
+  (facebookresearch/dino), MMEngine or a DDP run, read with ``torch.load(weights_only=True)``;
+* plain pickles of numpy arrays (Detectron2 model-zoo ``.pkl``), read by the allow-list unpickler of
+  :mod:`.pickles`, which runs no code;
+* full unpickling only for a file the caller marks as trusted (``trust_pickle=True`` or
+  ``VITMIX_TRUST_PICKLE=1``), since unpickling can run any code. The kind of file is told from its first
+  bytes (:func:`.pickles.file_kind`, whatever its name), so an empty file, a file that is no checkpoint, a
+  truncated or damaged one and a pickle holding Python objects each get their own message, and only the
+  last is told how to opt in;
 * containers (``{'model': ...}``, ``{'state_dict': ...}``, ``{'model_ema': ...}``, nested) are unwrapped,
   non-tensor entries ignored, and a key prefix every key shares (``module.``, ``_orig_mod.``, ``model.``) is
   removed by :func:`strip_prefixes`.
@@ -18,13 +23,16 @@ import os
 import pickle
 import re
 import warnings
+import zipfile
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
 from .formats import DESCRIPTIONS, MIXMO, TRUST_PICKLE_ENV, VIT
+from .pickles import (EMPTY, KIND_NAMES, PICKLE, SAFETENSORS, TORCH_ZIP, UNKNOWN, RefusedGlobal, file_kind,
+                      load_weights_pickle, safetensors_size_problem)
 
-__all__ = ["CheckpointError", "read_checkpoint", "unwrap_state_dict", "strip_prefixes", "CONTAINER_KEYS",
+__all__ = ["CheckpointError", "read_checkpoint", "load_object", "unwrap_state_dict", "strip_prefixes", "CONTAINER_KEYS",
            "WRAPPER_PREFIXES"]
 
 CONTAINER_KEYS = ("model", "state_dict", "module", "model_ema", "net", "weights")
@@ -36,18 +44,14 @@ class CheckpointError(RuntimeError):
 
 
 def is_safetensors(path: str) -> bool:
-    """By extension, or by the safetensors header (8-byte little-endian length, then ``{``)."""
+    """By extension, or by the safetensors header (8-byte little-endian length, then ``{``). The reader
+    goes by the header alone."""
     if path.endswith(".safetensors"):
         return True
     try:
-        with open(path, "rb") as f:
-            head = f.read(9)
+        return file_kind(path) == SAFETENSORS
     except OSError:
         return False
-    if len(head) < 9:
-        return False
-    n = int.from_bytes(head[:8], "little")
-    return 0 < n < (1 << 30) and head[8:9] == b"{"
 
 
 def _trusted(trust_pickle: Optional[bool]) -> bool:
@@ -56,13 +60,114 @@ def _trusted(trust_pickle: Optional[bool]) -> bool:
     return os.environ.get(TRUST_PICKLE_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
-def _unpickling_detail(e: Exception) -> str:
-    """The line of torch's weights_only message that names the offending global, if any."""
+def _refused_global(e: Exception) -> Optional[str]:
+    """The global (or construct) a weights-only unpickler refused, if that is why it failed; None when it
+    failed for another reason (a damaged stream)."""
+    if isinstance(e, RefusedGlobal):
+        return e.qualname
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
-    for line in text.splitlines():
-        if "GLOBAL" in line or "Unsupported" in line:
-            return f" ({line.strip()})"
-    return ""
+    m = re.search(r"GLOBAL ([\w.]+)", text)
+    if m:
+        return m.group(1)
+    m = re.search(r"(unrecognized function [^\n]*|Can only (?:build|create)[^\n]*but got [^\n]*)", text)
+    return m.group(1).strip() if m else None
+
+
+def _first_line(e: Exception) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "Weights only load failed" not in ln]
+    if not lines:
+        return type(e).__name__
+    first = re.split(r"(?<=\.)\s", lines[0])[0].rstrip(".")  # its first sentence
+    return f"{type(e).__name__}: {first[:300]}"
+
+
+def _damaged(path: str, kind: str, e: Exception) -> CheckpointError:
+    size = os.path.getsize(path)
+    where = ""
+    if kind == TORCH_ZIP and not zipfile.is_zipfile(path):
+        where = "; the zip directory at its end is missing, so the file was cut short"
+    elif kind == TORCH_ZIP:
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError):
+            names = None
+        if names is not None and not any(n.endswith("data.pkl") for n in names):
+            return CheckpointError(f"{path} is a zip archive but not a torch checkpoint (no data.pkl; it holds "
+                                   f"{', '.join(names[:5]) or 'nothing'}{', ...' if len(names) > 5 else ''})")
+    return CheckpointError(
+        f"{path} looks like {KIND_NAMES[kind]} but is truncated or damaged ({size} bytes{where}): {_first_line(e)}. "
+        "Copy or download it again, or take another checkpoint of the run.")
+
+
+def _not_a_checkpoint(path: str, kind: str) -> CheckpointError:
+    if kind == EMPTY:
+        return CheckpointError(f"{path}: empty file, 0 bytes (not a checkpoint; an interrupted copy or download?)")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    return CheckpointError(
+        f"{path} is not a checkpoint: it is neither safetensors, nor a torch file (zip archive or legacy), nor a "
+        f"pickle ({os.path.getsize(path)} bytes, starting {head!r})")
+
+
+def load_object(path: str, trust_pickle: Optional[bool] = None) -> Tuple[Any, str]:
+    """The object in a checkpoint file other than safetensors, read without running its code, and its kind
+    (:mod:`.pickles`).
+
+    * torch files (zip archive or legacy): ``torch.load(weights_only=True)``;
+    * plain pickles (Detectron2 / Caffe2 ``.pkl``, ``pickle.dump`` of numpy arrays):
+      :class:`.pickles.WeightsUnpickler` (numpy arrays in plain containers, nothing else);
+    * a file whose pickle names other Python objects is refused, naming the first such global, unless
+      the caller trusts it (``trust_pickle=True`` or ``VITMIX_TRUST_PICKLE=1``): then it is unpickled in full.
+
+    Every failure is a :class:`CheckpointError` naming the file and saying which case it is: an empty file,
+    a file that is no checkpoint at all, a truncated or damaged file (no advice to trust it: that would not
+    help), or a pickle holding Python objects.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    kind = file_kind(path)
+    if kind in (EMPTY, UNKNOWN):
+        raise _not_a_checkpoint(path, kind)
+    if kind == SAFETENSORS:
+        raise CheckpointError(f"{path} is a safetensors file: read it with read_checkpoint")
+    try:
+        if kind == PICKLE:
+            return load_weights_pickle(path), kind
+        return torch.load(path, map_location="cpu", weights_only=True), kind
+    except Exception as e:  # noqa: BLE001 - classified below, re-raised with the file name
+        refused = _refused_global(e) if isinstance(e, pickle.UnpicklingError) else None
+        if refused is None:
+            raise _damaged(path, kind, e) from e
+        if not _trusted(trust_pickle):
+            raise CheckpointError(
+                f"{path} is {KIND_NAMES[kind]} that holds Python objects besides tensors and arrays "
+                f"(it names {refused}), so weights-only loading refused it: unpickling it could run any code. "
+                f"If the file comes from a source you trust, set {TRUST_PICKLE_ENV}=1 (or pass trust_pickle=True, "
+                f"--trust-pickle where the command has it), or re-save just its weights (safetensors, or "
+                f"tools/convert_checkpoint.py) where you trust it."
+            ) from e
+    warnings.warn(f"loading {path} with full unpickling (trusted file)", stacklevel=2)
+    try:
+        if kind == PICKLE:
+            with open(path, "rb") as f:
+                return pickle.load(f, encoding="latin1"), kind
+        return torch.load(path, map_location="cpu", weights_only=False), kind
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"{path}: full unpickling (trusted file) failed too: {_first_line(e)}") from e
+
+
+def _arrays_to_tensors(obj: Any, depth: int = 0) -> Any:
+    """numpy arrays (numeric or bool) in nested dicts as tensors; other values unchanged."""
+    import numpy as np
+
+    if isinstance(obj, Mapping) and depth < 6:
+        return {k: _arrays_to_tensors(v, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, np.ndarray) and obj.dtype.kind in "biuf":
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    return obj
 
 
 def unwrap_state_dict(obj: Any, source: str = "<checkpoint>") -> Tuple[Dict[str, torch.Tensor], List[str]]:
@@ -131,7 +236,7 @@ def read_checkpoint(path: str, trust_pickle: Optional[bool] = None,
     """Read a checkpoint file into a flat tensor dict plus its metadata.
 
     Args:
-        path: a ``.safetensors`` file or a torch pickle (``.pth``/``.pt``/...).
+        path: a safetensors file, a torch file (``.pth``/``.pt``/...) or a plain pickle of arrays (``.pkl``).
         trust_pickle: allow full unpickling when ``weights_only=True`` refuses the file (only for files
             from a source you trust). ``None`` reads ``VITMIX_TRUST_PICKLE``.
         expect: the format tag the caller can use (:mod:`.formats`); a file tagged with another format is
@@ -147,9 +252,13 @@ def read_checkpoint(path: str, trust_pickle: Optional[bool] = None,
         raise CheckpointError(f"checkpoint not found: {path}")
     metadata: Dict[str, Any] = {}
     notes: List[str] = []
-    if is_safetensors(path):
+    if file_kind(path) == SAFETENSORS:  # by content: a .safetensors name on another kind is read as that kind
         from safetensors import safe_open
 
+        problem = safetensors_size_problem(path)
+        if problem:
+            raise CheckpointError(f"{path} is a safetensors file but {problem}. Copy or download it again, or "
+                                  "take another checkpoint of the run.")
         try:
             with safe_open(path, framework="pt", device="cpu") as f:
                 metadata = dict(f.metadata() or {})
@@ -157,20 +266,9 @@ def read_checkpoint(path: str, trust_pickle: Optional[bool] = None,
         except Exception as e:  # noqa: BLE001 - re-raised with the file name
             raise CheckpointError(f"cannot read safetensors file {path}: {e}") from e
     else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            if not _trusted(trust_pickle):
-                raise CheckpointError(
-                    f"{path} holds Python objects besides tensors, so torch.load(weights_only=True) "
-                    f"refused it{_unpickling_detail(e)}. If the file comes from a source you trust, "
-                    f"load it with trust_pickle=True (or set {TRUST_PICKLE_ENV}=1), or re-save just the weights "
-                    "with tools/convert_checkpoint.py."
-                ) from e
-            warnings.warn(f"loading {path} with full unpickling (trusted file)", stacklevel=2)
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001
-            raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+        obj, kind = load_object(path, trust_pickle=trust_pickle)
+        if kind == PICKLE:
+            obj = _arrays_to_tensors(obj)
         if isinstance(obj, Mapping) and isinstance(obj.get("meta"), Mapping):
             metadata = dict(obj["meta"])
         sd, notes = unwrap_state_dict(obj, source=path)

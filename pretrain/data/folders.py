@@ -123,11 +123,27 @@ def _is_image(name: str) -> bool:
     return name.lower().endswith(IMG_EXTENSIONS) and not name.startswith(".")
 
 
+def _is_hidden(name: str) -> bool:
+    """Dot-names (``.ipynb_checkpoints``, ``.DS_Store``, ``._x.JPEG``, ``.git``) are never data."""
+    return name.startswith(".")
+
+
+def class_folders(root: str) -> Tuple[List[str], List[str]]:
+    """``(classes, hidden)``: the sorted class folders of a split and the hidden folders left out.
+
+    The one rule of class discovery, shared by :func:`check_folder_layout` and :class:`RobustImageFolder`:
+    torchvision's ``ImageFolder`` would count ``.ipynb_checkpoints/`` as a class, which sorts first and
+    shifts every label by one."""
+    dirs = [e.name for e in os.scandir(root) if e.is_dir()]
+    return sorted(n for n in dirs if not _is_hidden(n)), sorted(n for n in dirs if _is_hidden(n))
+
+
 def check_folder_layout(root: str, num_classes: int) -> List[str]:
-    """Class names of ``root/<class>/<images>``; ``ValueError``/``FileNotFoundError`` naming the problem."""
+    """Class names of ``root/<class>/<images>``; ``ValueError``/``FileNotFoundError`` naming the problem.
+    Hidden folders (dot-names) are not classes (:func:`class_folders`)."""
     if not os.path.isdir(root):
         raise FileNotFoundError(f"dataset split not found: {root}")
-    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    classes, _ = class_folders(root)
     if not classes:
         raise ValueError(f"{root}: no class folders (expected {root}/<class>/<image>)")
     empty, no_images = [], []
@@ -150,10 +166,35 @@ def check_folder_layout(root: str, num_classes: int) -> List[str]:
 
 class RobustImageFolder(ImageFolder):
     """``ImageFolder`` whose loader is :func:`load_rgb` (unreadable files raise
-    :class:`UnreadableImageError` with the path instead of a bare PIL error)."""
+    :class:`UnreadableImageError` with the path instead of a bare PIL error) and that, like
+    :func:`check_folder_layout`, ignores hidden names: dot-folders are not classes (a
+    ``.ipynb_checkpoints/`` would otherwise become class 0 and shift every label by one) and dot-files
+    or files under dot-folders inside a class are not images. What was left out is logged and kept in
+    ``hidden`` (the hidden class folders) and ``hidden_files`` (their count inside class folders)."""
 
     def __init__(self, root: str, transform=None):
-        super().__init__(root, transform=transform, loader=load_rgb, is_valid_file=None)
+        self.hidden: List[str] = []
+        self.hidden_files = 0
+        self._root = os.path.abspath(os.fspath(root))
+        super().__init__(root, transform=transform, loader=load_rgb, is_valid_file=self._valid_file)
+        if self.hidden or self.hidden_files:
+            log.warning("%s: left out hidden entries (not data): %s%s", root,
+                        f"folders {', '.join(self.hidden[:5])}" if self.hidden else "",
+                        ("; " if self.hidden else "") + f"{self.hidden_files} hidden files in class folders"
+                        if self.hidden_files else "")
+
+    def find_classes(self, directory: str) -> Tuple[List[str], Dict[str, int]]:
+        classes, self.hidden = class_folders(directory)
+        if not classes:
+            raise FileNotFoundError(f"{directory}: no class folders (expected {directory}/<class>/<image>)")
+        return classes, {c: i for i, c in enumerate(classes)}
+
+    def _valid_file(self, path: str) -> bool:
+        rel = os.path.relpath(os.path.abspath(path), self._root).split(os.sep)
+        if any(_is_hidden(part) for part in rel[1:]):  # rel[0] is the class folder, not hidden
+            self.hidden_files += 1
+            return False
+        return path.lower().endswith(IMG_EXTENSIONS)
 
 
 def build_folder_dataset(data_cfg: Dict[str, Any], split: str, train: bool) -> RobustImageFolder:

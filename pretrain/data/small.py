@@ -42,13 +42,13 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..checkpoint.pickles import RefusedGlobal, load_weights_pickle
 from .folders import load_rgb
 from .small_layout import (ARCHIVE_FOLDERS, CIFAR_FILES, CIFAR_LABEL_KEYS, CIFAR_NAMES_KEYS, NATIVE_SIZE,
                            NUM_CLASSES, TINY_IMAGENET_WNIDS, check_format)
@@ -185,13 +185,16 @@ def _text(v: Any) -> str:
 def load_cifar_pickle(path: str) -> Dict[str, Any]:
     """One CIFAR python pickle as a dict with ``str`` keys (the files use Python 2 byte-string keys).
 
-    ``FileNotFoundError`` when it is missing, ``ValueError`` naming the file when it cannot be unpickled
-    or is not a dict."""
+    Read by the allow-list unpickler of :mod:`pretrain.checkpoint.pickles` (numpy arrays, lists, bytes;
+    no other global), so a crafted file cannot run code. ``FileNotFoundError`` when it is missing,
+    ``ValueError`` naming the file when it cannot be unpickled, names another Python global, or is not a dict."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"CIFAR file missing: {path}")
     try:
-        with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="bytes")
+        obj = load_weights_pickle(path, encoding="bytes")
+    except RefusedGlobal as exc:
+        raise ValueError(f"{path}: not a CIFAR python pickle: it names the Python global {exc.qualname} (a CIFAR "
+                         "batch holds only arrays, lists and strings); refused without unpickling it") from None
     except Exception as exc:  # truncated, not a pickle, wrong protocol, ...
         raise ValueError(f"{path}: not a readable CIFAR python pickle ({type(exc).__name__}: {exc}); the file is "
                          "corrupt or incomplete, extract the archive again") from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from typing import Any, Dict, List
 
 import yaml
@@ -169,9 +170,127 @@ def load_config(path: str, overrides: List[str] = ()) -> Dict[str, Any]:
     return cfg
 
 
+# keys whose default is an integer but that take any real number (the rest of the integer keys are counts)
+_REAL_VALUED = ("optim.warmup_epochs", "optim.lr_base_batch")
+# keys whose default is a number but that also take a list of numbers (timm: color jitter per channel)
+_NUMBER_OR_LIST = ("data.color_jitter",)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    name = "string" if isinstance(value, str) else type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def _number(value: Any) -> Any:
+    """``value`` as an int or float (YAML reads ``5e-4`` as a string), None when it is not a number."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def check_value_types(cfg: Dict[str, Any], reference: Dict[str, Any], prefix: str = "") -> None:
+    """Every value whose default (``reference``) is a number, a boolean or a list must be one too; a
+    ``ValueError`` names the key, the value and the type expected (``train.epochs=abc``, ``optim.lr=fast``).
+    Numbers written as strings (YAML reads ``5e-4`` as one) become floats, integral values of integer keys
+    ints, in place. Keys defaulting to null, strings or free dicts are left to :func:`validate`."""
+    for k, default in reference.items():
+        key = f"{prefix}{k}"
+        if k not in cfg or key in ("mixer", "model.kwargs"):
+            continue
+        value = cfg[k]
+        if isinstance(default, dict):
+            if isinstance(value, dict):
+                check_value_types(value, default, key + ".")
+            else:
+                raise ValueError(f"{key} must be a section (a mapping of keys), got {value!r} ({_kind(value)})")
+        elif isinstance(default, bool):
+            if type(value) is int and value in (0, 1):
+                cfg[k] = bool(value)
+            elif not isinstance(value, bool):
+                raise ValueError(f"{key} must be true or false, got {value!r} ({_kind(value)})")
+        elif isinstance(default, (int, float)):
+            if key in _NUMBER_OR_LIST and isinstance(value, (list, tuple)) and all(_number(v) is not None for v in value):
+                continue
+            number = _number(value)
+            if number is None:
+                expected = "an integer" if isinstance(default, int) and key not in _REAL_VALUED else "a number"
+                raise ValueError(f"{key} must be {expected} (like {default!r}), got {value!r} ({_kind(value)})")
+            if isinstance(default, int) and key not in _REAL_VALUED:
+                if number != number or number in (float("inf"), float("-inf")) or float(number) != int(number):
+                    raise ValueError(f"{key} must be an integer (like {default!r}), got {value!r}")
+                number = int(number)
+            cfg[k] = number
+        elif isinstance(default, list) and not isinstance(value, list):
+            raise ValueError(f"{key} must be a list (like {default!r}), got {value!r} ({_kind(value)})")
+
+
+def _pair(value: Any, key: str):
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return int(value[0]), int(value[1])
+    if isinstance(value, (list, tuple)) or _number(value) is None:
+        raise ValueError(f"{key} must be an integer or a list [height, width], got {value!r}")
+    return int(value), int(value)
+
+
+def check_vit_sizes(cfg: Dict[str, Any]) -> None:
+    """For a ViT (``model.arch: vit``): the data's image size must be the model's (``model.kwargs.img_size``,
+    when given, against ``data.img_size``) and a multiple of the patch size (``model.kwargs.patch_size``,
+    else the ``patchN`` of the timm name), so that timm neither asserts on the first batch nor drops the
+    border pixels that do not fill a patch. ``ValueError`` naming the keys and values."""
+    m, d = cfg["model"], cfg["data"]
+    if m.get("arch", "vit") != "vit":
+        return
+    kw = m.get("kwargs") or {}
+    for name in ("depth", "embed_dim", "num_heads"):  # the timm ViT arguments configs set most
+        if name in kw and (isinstance(kw[name], bool) or not isinstance(kw[name], int) or kw[name] < 1):
+            raise ValueError(f"model.kwargs.{name} must be an integer >= 1, got {kw[name]!r} ({_kind(kw[name])})")
+    if "mlp_ratio" in kw and (_number(kw["mlp_ratio"]) is None or isinstance(kw["mlp_ratio"], str)):
+        raise ValueError(f"model.kwargs.mlp_ratio must be a number, got {kw['mlp_ratio']!r} ({_kind(kw['mlp_ratio'])})")
+    data_size = _pair(d["img_size"], "data.img_size")
+    if "img_size" in kw and not kw.get("dynamic_img_size"):
+        model_size = _pair(kw["img_size"], "model.kwargs.img_size")
+        if model_size != data_size:
+            raise ValueError(
+                f"data.img_size = {d['img_size']} but model.kwargs.img_size = {kw['img_size']}: the loader would "
+                f"give the model {data_size[0]}x{data_size[1]} images it is not built for (the model's size "
+                "defaults to data.img_size; set one of the two, or both to the same value)")
+    if "patch_size" in kw:
+        patch, where = _pair(kw["patch_size"], "model.kwargs.patch_size"), f"{kw['patch_size']} (model.kwargs.patch_size)"
+    else:
+        found = re.search(r"patch(\d+)", str(m.get("name", "")))
+        if not found:
+            return
+        patch, where = (int(found.group(1)),) * 2, f"{found.group(1)} (of model.name = {m['name']})"
+    if kw.get("dynamic_img_pad"):
+        return
+    size = _pair(kw.get("img_size", d["img_size"]), "model.kwargs.img_size")
+    if patch[0] <= 0 or patch[1] <= 0:
+        raise ValueError(f"the patch size {where} must be > 0")
+    if size[0] % patch[0] or size[1] % patch[1]:
+        key = "data.img_size = model.kwargs.img_size" if "img_size" in kw else "data.img_size"
+        lower = [max(patch[i], size[i] // patch[i] * patch[i]) for i in range(2)]
+        upper = [(size[i] // patch[i] + 1) * patch[i] for i in range(2)]
+        raise ValueError(
+            f"{key} = {kw.get('img_size', d['img_size'])} is not divisible by the patch size {where}: the ViT would "
+            f"silently drop the last {size[0] % patch[0]} pixel rows and {size[1] % patch[1]} columns, which do not "
+            f"fill a patch; "
+            f"use {lower[0] if lower[0] == lower[1] else lower} or {upper[0] if upper[0] == upper[1] else upper}")
+
+
 def validate(cfg: Dict[str, Any]) -> None:
-    """Resolve ``cfg["objective"]`` in place (an objective section's ``enabled`` follows it), check the engine's
-    sections, then let the objective check what it needs; ValueError naming the key otherwise."""
+    """Resolve ``cfg["objective"]`` in place (an objective section's ``enabled`` follows it), check the value
+    types (:func:`check_value_types`), the engine's sections and a ViT's image and patch sizes
+    (:func:`check_vit_sizes`), then let the objective check what it needs; ValueError naming the key otherwise."""
+    check_value_types(cfg, defaults())
     name = resolve_objective(cfg)
     cfg["objective"] = name
     objective = objective_class(name)
@@ -220,4 +339,8 @@ def validate(cfg: Dict[str, Any]) -> None:
     for ok, msg in checks:
         if not ok:
             raise ValueError(msg)
+    if not (isinstance(o["betas"], list) and len(o["betas"]) == 2 and all(_number(b) is not None for b in o["betas"])):
+        raise ValueError(f"optim.betas must be a list of two numbers, got {o['betas']!r}")
+    o["betas"] = [float(_number(b)) for b in o["betas"]]
+    check_vit_sizes(cfg)
     objective.validate_config(cfg)
