@@ -387,3 +387,27 @@ def test_make_label_maps_tool_and_training_batch(tmp_path):
     batch = mixer(images, labels, extras=extras)
     t = mixer.targets(batch)
     assert t.shape == (4, 2) and bool((t >= 0).all()) and bool((t.sum(1) <= 2 + 1e-5).all())
+
+
+def test_make_label_maps_skips_hidden_folders_like_the_training_dataset(tmp_path):
+    """A ``.ipynb_checkpoints/`` in the split is no class for the label-map tool either: its index and
+    labels line up with the engine's dataset (torchvision's ImageFolder would make it class 0)."""
+    from pretrain.mixing import label_maps_cli as make_label_maps
+    from pretrain.data.folders import RobustImageFolder
+    from pretrain.checkpoint import save_weights
+    from pretrain.models.vit import vit_arch
+
+    img = _ramp_folder(tmp_path / "train", n_per_class=2)
+    os.makedirs(tmp_path / "train" / ".ipynb_checkpoints")
+    Image.fromarray(img).save(tmp_path / "train" / ".ipynb_checkpoints" / "0-checkpoint.png")
+    teacher = create_vit("deit_tiny_patch16_224", 2, img_size=32, patch_size=8, depth=1)
+    ckpt = tmp_path / "teacher.safetensors"
+    save_weights(str(ckpt), teacher.state_dict(), vit_arch(teacher, "deit_tiny_patch16_224"))
+    out = tmp_path / "maps"
+    assert make_label_maps.main(["--data", str(tmp_path / "train"), "--out", str(out), "--teacher-checkpoint",
+                                 str(ckpt), "--workers", "0", "--batch-size", "3", "--device", "cpu"]) == 0
+    index = (out / "index.txt").read_text().split()
+    engine = RobustImageFolder(str(tmp_path / "train"))
+    assert index == [os.path.relpath(p, tmp_path / "train") for p, _ in engine.samples]
+    assert len(index) == 4 and not any(".ipynb" in p for p in index)
+    assert np.load(out / "maps.npy").shape[0] == 4

@@ -26,13 +26,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from ..data.folders import RobustImageFolder
 from .teachers import build_external
-
-
-def _rgb(path: str):
-    from PIL import Image
-    with open(path, "rb") as f:
-        return Image.open(f).convert("RGB")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -55,7 +50,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from torch.utils.data import DataLoader
     from torchvision import transforms as T
-    from torchvision.datasets import ImageFolder
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
     if not os.path.isdir(args.data):
@@ -65,7 +59,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     size = args.input_size or (teacher.input_size[0] if teacher.input_size else 224)
     tf = T.Compose([T.Resize((size, size), interpolation=T.InterpolationMode.BICUBIC), T.ToTensor(),
                     T.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)])
-    ds = ImageFolder(args.data, transform=tf, loader=_rgb)
+    # The training dataset's class rule (hidden folders are no classes), so index.txt and the labels
+    # line up with what the engine reads; unreadable images are errors naming the file.
+    ds = RobustImageFolder(args.data, transform=tf)
     if len(ds) == 0:
         raise SystemExit(f"error: no images under {args.data}")
     loader = DataLoader(ds, batch_size=args.batch_size, shuffle=False, num_workers=args.workers)
