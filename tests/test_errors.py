@@ -265,6 +265,25 @@ def test_detectron2_own_checkpointer_is_weights_only_once_the_adapter_is_importe
     assert all(np.array_equal(model.state_dict()[k].numpy(), a) for k, a in arrays.items())
 
 
+def test_importing_the_adapter_package_is_enough(tmp_path):
+    """A fresh interpreter that imports only ``downstream.detectron2`` (as user code building on its backbone
+    does) gets a weights-only ``DetectionCheckpointer`` too."""
+    _need_d2()
+    marker = tmp_path / "ran"
+    p = crafted_pickle(tmp_path / "evil.pkl", marker)
+    code = ("import torch, downstream.detectron2\n"
+            "from detectron2.checkpoint import DetectionCheckpointer\n"
+            "from pretrain.checkpoint import CheckpointError\n"
+            f"try:\n    DetectionCheckpointer(torch.nn.Linear(4, 3)).load({p!r})\n"
+            "except CheckpointError as e:\n    print('refused:', e)\n")
+    env = {k: v for k, v in os.environ.items() if k != "VITMIX_TRUST_PICKLE"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                       env=dict(env, PYTHONPATH=REPO))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "refused:" in r.stdout and "evil.pkl" in r.stdout
+    assert not marker.exists()
+
+
 def test_crafted_cifar_batch_is_refused_without_running(tmp_path):
     """CIFAR's batches are pickles too: read by the allow-list unpickler, a crafted one is refused by name."""
     from pretrain.data.small import load_cifar_pickle

@@ -12,15 +12,19 @@ layer-decay parameter groups and the LazyConfig train/evaluate entry point.
                                            then ``register_coco_instances`` on the checked JSON
 :func:`layer_decay_param_groups`           :mod:`.optim`: :func:`downstream.layer_decay.param_groups_layer_decay`
                                            for LazyConfig optimizers
+:class:`SafeDetectionCheckpointer`         :mod:`.checkpoint`: weights-only reading of every file
+                                           (``.pkl`` through an allow-list unpickler)
 ``main``                                   :mod:`.train` (``vitmix-train-d2``, ``tools/train_d2.py``)
 =========================================  ==========================================
 
 Importing this package imports Detectron2's modeling and data packages
-(``.train`` is not imported here); it is safe to repeat.
+(``.train`` is not imported here) and makes Detectron2's own ``DetectionCheckpointer``
+read weights-only (:mod:`.checkpoint`); it is safe to repeat.
 """
 
 from __future__ import annotations
 
+from .checkpoint import SafeDetectionCheckpointer  # importing it makes DetectionCheckpointer weights-only
 from .backbone import VitMixViTDet, add_vitmix_vitdet_config, build_vitmix_vitdet_backbone
 from .data import register_checked_coco_instances
 from .detector import VitMixGeneralizedRCNN, pad_images
@@ -34,4 +38,5 @@ __all__ = [
     "pad_images",
     "register_checked_coco_instances",
     "layer_decay_param_groups",
+    "SafeDetectionCheckpointer",
 ]
