@@ -45,6 +45,9 @@ from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
+from pretrain.checkpoint import CheckpointError
+
+from ..coco_checks import CocoDataError
 from .checkpoint import SafeDetectionCheckpointer as DetectionCheckpointer  # weights-only reading, .pkl too
 from .data import register_checked_coco_instances
 
@@ -198,17 +201,22 @@ def parse_args(argv: Optional[List[str]] = None):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of ``vitmix-train-d2`` and ``tools/train_d2.py``; returns the exit status."""
+    """Entry point of ``vitmix-train-d2`` and ``tools/train_d2.py``; returns the exit status: 0, or 2 with
+    one ``error:`` line for a checkpoint or COCO file that cannot be used (it names the file)."""
 
     args = parse_args(argv)
-    launch(
-        _worker,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    try:
+        launch(
+            _worker,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+    except (CheckpointError, CocoDataError) as e:  # in-process (one GPU or CPU); spawned workers print their own
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
