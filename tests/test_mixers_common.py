@@ -238,3 +238,17 @@ def test_attention_mixers_work_with_deit_family(arch):
             tap.remove()
             # the attention-based lambda differs from the area one for a non-uniform attention map
             assert not torch.allclose(targets, build_mixer({**cfg, "lam_mode": "area"}, K, seed=0).targets(batch))
+
+
+@pytest.mark.parametrize("cfg,key", [({"name": "mixup_cutmix", "mixup_alpha": "abc"}, "mixer.mixup_alpha"),
+                                     ({"name": "transmix", "switch_prob": [0.5]}, "mixer.switch_prob"),
+                                     ({"name": "cutmix", "cutmix_alpha": True}, "mixer.cutmix_alpha")])
+def test_a_mixer_option_of_the_wrong_type_names_the_key(cfg, key):
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")) as e:
+        build_mixer(cfg, 10, seed=0)
+    assert repr(cfg[key.split(".")[1]]) in str(e.value)
+
+
+def test_a_mixer_number_written_as_a_string_is_read_as_a_number():
+    m = build_mixer({"name": "mixup_cutmix", "mixup_alpha": "0.8", "cutmix_alpha": "1"}, 10, seed=0)
+    assert m.mixup_alpha == 0.8 and m.cutmix_alpha == 1.0 and isinstance(m.mixup_alpha, float)

@@ -46,6 +46,40 @@ def _init_options(cls) -> set:
     return allowed - {"self", "num_classes", "seed"}
 
 
+def _init_defaults(cls) -> Dict[str, Any]:
+    """Default values of the mixer class's keyword options (the nearest class that states one wins)."""
+    out: Dict[str, Any] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        for n, p in inspect.signature(klass.__init__).parameters.items():
+            if p.default is not p.empty and n not in out:
+                out[n] = p.default
+    return out
+
+
+def _checked_value(name: str, key: str, value: Any, default: Any) -> Any:
+    """``value`` of option ``mixer.<key>`` against the type of its default: numbers written as strings are
+    read as numbers; a value of the wrong type is a ValueError naming the key, the value and the type."""
+    if isinstance(default, bool):
+        if isinstance(value, bool) or value in (0, 1) and not isinstance(value, str):
+            return bool(value)
+        raise ValueError(f"mixer.{key} (mixer '{name}') must be true or false, got {value!r}")
+    if isinstance(default, (int, float)):
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError(f"mixer.{key} (mixer '{name}') must be a number (like {default}), "
+                                 f"got {value!r} (a string)") from None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            whole = isinstance(default, int) and isinstance(value, float) and value.is_integer()
+            return int(value) if whole else value
+        raise ValueError(f"mixer.{key} (mixer '{name}') must be a number (like {default}), "
+                         f"got {value!r} ({type(value).__name__})")
+    return value
+
+
 def available_mixers():
     return sorted(_REGISTRY)
 
@@ -62,6 +96,9 @@ def build_mixer(cfg: Dict[str, Any], num_classes: int, seed=None):
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for mixer '{name}'; allowed: {', '.join(sorted(allowed))}")
+    defaults_of = _init_defaults(cls)
+    kwargs = {k: _checked_value(name, k, v, defaults_of[k]) if k in cfg and k in defaults_of else v
+              for k, v in kwargs.items()}
     try:
         return cls(num_classes, seed=seed, **kwargs)
     except TypeError as exc:
