@@ -512,30 +512,3 @@ def test_synthetic_imagenet_row_end_to_end(tmp_path, synthetic_root, capsys):
              "--only", "synthetic_cutmix"]
     assert im.main(other) == 2
     assert "holds a run started at scale 0.125" in capsys.readouterr().err
-
-
-def test_scaled_pretrain_schedule_keeps_milestones_increasing_and_scales_the_cooldown():
-    """MixMo's 100/200/225 of 300 epochs at 0.01 (3 epochs): fractional milestones at their share of the run
-    instead of [1, 2, 2]; TransMix's cooldown (10 of 310 epochs) scales like the warm-up; lr levels stay."""
-    from downstream.repro.scaling import pretrain_scaled_overrides
-    cfg = {"train": {"epochs": 300}, "optim": {"warmup_epochs": 1.0006, "milestones": [100, 200, 225],
-                                               "warmup_lr": 1e-6, "lr": 0.0125}}
-    ov, s = pretrain_scaled_overrides(cfg, 0.01)
-    assert s["milestones"] == [1, 2, 2.25] and "optim.milestones=[1,2,2.25]" in ov
-    assert all(a < b for a, b in zip(s["milestones"], s["milestones"][1:])) and s["notes"]
-    assert not any(o.startswith(("optim.warmup_lr", "optim.lr=")) for o in ov)
-    ov, s = pretrain_scaled_overrides(cfg, 0.1)  # 30 epochs hold them as whole epochs
-    assert s["milestones"] == [10, 20, 23] and not s["notes"]
-    assert pretrain_scaled_overrides(cfg, 1.0)[1]["milestones"] == [100, 200, 225]
-    tm = {"train": {"epochs": 310}, "optim": {"warmup_epochs": 20, "cooldown_epochs": 10}}
-    assert pretrain_scaled_overrides(tm, 1.0)[0] == ["train.epochs=310", "optim.warmup_epochs=20.0",
-                                                      "optim.cooldown_epochs=10"]
-    ov, s = pretrain_scaled_overrides(tm, 0.1)
-    assert (s["epochs"], s["warmup_epochs"], s["cooldown_epochs"]) == (31, 2.0, 1)
-    ov, s = pretrain_scaled_overrides(tm, 0.01)
-    assert (s["epochs"], s["cooldown_epochs"]) == (3, 0.0968)  # 10 x 3 / 310
-    # the engine takes fractional milestones (in steps) and the scaled cooldown
-    from pretrain.engine.optim import build_schedule
-    fn = build_schedule({"schedule": "multistep", "milestones": [1, 2, 2.25], "gamma": 0.1, "warmup_epochs": 0,
-                         "warmup_lr": 0.0}, 1.0, 100, 300)
-    assert [fn(s) for s in (99, 100, 200, 224, 225)] == pytest.approx([1.0, 0.1, 0.01, 0.01, 0.001])

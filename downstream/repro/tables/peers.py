@@ -23,6 +23,7 @@ from ..args import base_parser, finish_args, sibling_out, synthetic_classes
 from ..configs import pretrain_config
 from ..errors import Missing
 from ..papers import TRANSMIX
+from ..recipe import pretrain_recipe
 from ..paths import DATA, python, tool
 from ..pretrained import pretrain_config_file, pretrain_run_id
 from ..results import load_json, read_pretrain
@@ -65,11 +66,12 @@ def build_rows(args):
             ov.append(f"mixer.model.checkpoint={args.attentive_cnn}")
             requires[args.attentive_cnn] = "an ImageNet-pretrained ResNet-50 (timm/torchvision .pth), --attentive-cnn"
         ov += list(args.set)
-        pretrain_config(cfg_file, ov)  # every override must be accepted by the real loader
+        run_cfg = pretrain_config(cfg_file, ov)  # every override must be accepted by the real loader
         run_dir = os.path.join(imagenet_out if method in SHARED else args.out, "runs", rid)
         rows.append(Row(rid, LABELS[method] + (" (synthetic)" if args.synthetic else ""), run_dir,
                         [pretrain_step(cfg_file, run_dir, ov, args.nproc, sched["epochs"])], requires,
-                        info={"method": method, "schedule": sched, "config": cfg_file}))
+                        info={"method": method, "schedule": sched, "config": cfg_file},
+                        recipe=pretrain_recipe(run_cfg, args.nproc), notes=list(sched.get("notes", ()))))
     # side-by-side throughput of one training step per mixer (tools/bench_mixers.py)
     bench_dir = os.path.join(args.out, "runs", "throughput")
     bench_json = os.path.join(bench_dir, "bench_mixers.json")
