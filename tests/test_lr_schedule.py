@@ -138,3 +138,27 @@ def test_train_interpolation_reaches_the_training_transform_only():
     deit = load_config(os.path.join(CFG_DIR, "deit_s_deit.yaml"))["data"]
     assert deit["train_interpolation"] is None
     assert "bicubic" in str(build_transforms(deit, train=True).transforms[0].interpolation).lower()
+
+
+def test_gradual_warmup_is_the_official_mixmo_rule_at_any_scale():
+    """warmup_lr: gradual = base_lr / (W + 1) for W warm-up steps: the official GradualWarmupScheduler (step s at
+    lr (s + 1) / 3128 on CIFAR MixMo, 3125 steps per epoch), bit for bit the number the recipe stated before, and
+    still lr (s + 1) / W' when the warm-up is scaled (0.01 epochs: 31 steps, W' = 32)."""
+    path = os.path.join(CFG_DIR, "..", "mixmo", "cifar100_wrn28_10_cut_mixmo.yaml")
+    if not os.path.isfile(path):
+        pytest.skip("configs/mixmo not in this tree")
+    oc = load_config(path)["optim"]
+    assert oc["warmup_lr"] == "gradual" and oc["lr"] == 0.0125
+    spe, total = 3125, 300 * 3125
+    fn = build_schedule(oc, 0.0125, spe, total)
+    before = build_schedule(dict(oc, warmup_lr=3.996163682864451e-06), 0.0125, spe, total)  # 0.0125 / 3128
+    for s in list(range(0, 3129, 17)) + [3126, 3127, 3128, 10 ** 5]:
+        assert fn(s) == before(s)
+        want = 0.0125 * (s + 1) / 3128 if s < 3128 else 0.0125 * 0.1 ** sum(s >= m * spe for m in (100, 200, 225))
+        assert fn(s) == pytest.approx(want, rel=1e-12)
+    short = build_schedule(dict(oc, warmup_epochs=0.01, milestones=[1, 2, 2.25]), 0.0125, spe, 3 * spe)
+    for s in range(32):
+        assert short(s) == pytest.approx(0.0125 * (s + 1) / 32, rel=1e-12)
+    with pytest.raises(ValueError, match="warmup_lr"):
+        build_schedule(dict(oc, warmup_lr="fast"), 0.0125, spe, total)
+    assert build_schedule(dict(oc, warmup_lr="1e-6"), 0.0125, spe, total)(0) == 1e-6  # YAML's 1e-6 is text

@@ -39,7 +39,7 @@ def pretrain_recipe(cfg: Dict[str, Any], nproc: Optional[int] = None, recipe_pro
     cool = float(o.get("cooldown_epochs", 0) or 0)
     e = int(t["epochs"])
     out["epochs"] = f"{e}" + (f" ({fmt(e - cool)} cosine + {fmt(cool)} cooldown at min lr)" if cool else "")
-    out["warm-up"] = f"{fmt(float(o['warmup_epochs']))} epochs from {fmt(o['warmup_lr'])}"
+    out["warm-up"] = warmup_summary(o)
     unit = o.get("lr_unit", "step")
     lag = int(o.get("lr_epoch_lag", 0) or 0)
     out["lr schedule"] = (f"{o.get('schedule', 'cosine')} to {fmt(float(o['min_lr']))} per {unit}"
@@ -50,6 +50,11 @@ def pretrain_recipe(cfg: Dict[str, Any], nproc: Optional[int] = None, recipe_pro
     out["repeated aug"] = "off" if int(d["repeated_aug"]) <= 1 else f"x{d['repeated_aug']}"
     out["train interpolation"] = str(d.get("train_interpolation") or d["interpolation"])
     return out
+
+
+def warmup_summary(o: Dict[str, Any]) -> str:
+    start = "lr/(its steps + 1)" if o["warmup_lr"] == "gradual" else fmt(o["warmup_lr"])
+    return f"{fmt(float(o['warmup_epochs']))} epochs from {start}"
 
 
 def mixer_summary(mx: Dict[str, Any]) -> str:
@@ -83,7 +88,7 @@ def mixmo_recipe(cfg: Dict[str, Any], nproc: Optional[int] = None) -> Dict[str, 
         out["milestones"] = f"{fmt(o['milestones'])} (x{fmt(float(o['gamma']))})"
     else:
         out["lr schedule"] = f"cosine to {fmt(float(o['min_lr']))}"
-    out["warm-up"] = f"{fmt(float(o['warmup_epochs']))} epochs from {fmt(o['warmup_lr'])}"
+    out["warm-up"] = warmup_summary(o)
     if mm.get("enabled"):
         out["mixing"] = f"{mm.get('mixing')} M={mm.get('num_members')}"
         if mm.get("mixing") == "cut":

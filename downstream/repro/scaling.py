@@ -145,8 +145,11 @@ def pretrain_scaled_overrides(cfg: Dict[str, Any], f: float) -> Tuple[List[str],
     :func:`scale_iters`); when it is too short for that (e.g. 101/201/226 of 300 epochs at 0.01: 3 epochs for
     3 milestones, whole epochs would give [1, 2, 2], two decays on one epoch) they become fractional epochs
     (1.01/2.01/2.26: the engine converts milestones to steps), and ``sched["notes"]`` says so for the plan.
-    Learning rates (``optim.lr``, ``warmup_lr``, ``min_lr``) are levels, not durations, and are kept: the
-    official recipes state them whatever the run length (only ``lr`` follows the total batch, in the engine)."""
+    Learning rates (``optim.lr``, a numeric ``warmup_lr``, ``min_lr``) are levels, not durations, and are kept:
+    the official recipes state them whatever the run length (timm's ``warmup_lr_init``; only ``lr`` follows the
+    total batch, in the engine). A warm-up whose start depends on its length (the official MixMo
+    ``GradualWarmupScheduler``: lr/W) says ``warmup_lr: gradual`` and the engine computes it from the scaled
+    warm-up's steps."""
     o = cfg["optim"]
     e0 = int(cfg["train"]["epochs"])
     e, w = scale_epochs(e0, float(o.get("warmup_epochs", 0) or 0), f)

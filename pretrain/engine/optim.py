@@ -61,7 +61,12 @@ def build_schedule(oc: Dict[str, Any], base_lr: float, steps_per_epoch: int,
     within an epoch, :func:`epoch_cosine_lr` (or the multistep rule in epochs) at epoch ``max(0, epoch -
     lr_epoch_lag)`` (``epoch`` defaults to ``step // steps_per_epoch``); the run's epochs are ``total_steps //
     steps_per_epoch`` and include the ``cooldown_epochs``. With the defaults (step, 0, 0) this is the schedule
-    of every earlier run, unchanged."""
+    of every earlier run, unchanged.
+
+    ``warmup_lr`` is a number (an absolute level: timm's ``warmup_lr_init``, DeiT's 1e-6), or ``gradual``:
+    ``base_lr / (W + 1)`` for a warm-up of W steps (epochs with ``lr_unit: epoch``), so that step s of the
+    warm-up trains at ``base_lr (s + 1) / (W + 1)`` (a ``GradualWarmupScheduler``, the official MixMo warm-up)
+    whatever the run's length, total batch or dataset size."""
     unit = oc.get("lr_unit", "step")
     cooldown, lag = float(oc.get("cooldown_epochs", 0) or 0), int(oc.get("lr_epoch_lag", 0) or 0)
     spe = max(1, int(steps_per_epoch))
@@ -72,7 +77,15 @@ def build_schedule(oc: Dict[str, Any], base_lr: float, steps_per_epoch: int,
         raise ValueError(f"optim.cooldown_epochs must lie in [0, train.epochs = {epochs:g}), got {cooldown:g}")
     if lag < 0 or (lag and unit != "epoch"):
         raise ValueError(f"optim.lr_epoch_lag must be >= 0 and needs optim.lr_unit=epoch, got {lag}")
-    warmup_lr, multistep = float(oc["warmup_lr"]), oc.get("schedule", "cosine") == "multistep"
+    multistep = oc.get("schedule", "cosine") == "multistep"
+    warmup_steps = int(round(float(oc["warmup_epochs"]) * steps_per_epoch))
+    if oc["warmup_lr"] == "gradual":
+        warmup_lr = base_lr / ((float(oc["warmup_epochs"]) if unit == "epoch" else warmup_steps) + 1)
+    else:
+        try:  # a number, or its text (PyYAML reads 1e-6 without a dot as a string)
+            warmup_lr = float(oc["warmup_lr"])
+        except (TypeError, ValueError):
+            raise ValueError(f"optim.warmup_lr must be a number or 'gradual', got {oc['warmup_lr']!r}") from None
     if unit == "epoch":
         warmup = float(oc["warmup_epochs"])
         milestones = [float(m) for m in oc["milestones"]]
@@ -83,7 +96,6 @@ def build_schedule(oc: Dict[str, Any], base_lr: float, steps_per_epoch: int,
                 return multistep_lr_at(t, warmup, base_lr, warmup_lr, milestones, float(oc["gamma"]))
             return epoch_cosine_lr(t, epochs - cooldown, warmup, base_lr, warmup_lr, float(oc["min_lr"]))
         return at_epoch
-    warmup_steps = int(round(float(oc["warmup_epochs"]) * steps_per_epoch))
     if multistep:
         milestone_steps = [int(round(float(m) * steps_per_epoch)) for m in oc["milestones"]]
         return lambda s, epoch=None: multistep_lr_at(s, warmup_steps, base_lr, warmup_lr, milestone_steps,
