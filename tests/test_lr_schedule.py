@@ -162,3 +162,26 @@ def test_gradual_warmup_is_the_official_mixmo_rule_at_any_scale():
     with pytest.raises(ValueError, match="warmup_lr"):
         build_schedule(dict(oc, warmup_lr="fast"), 0.0125, spe, total)
     assert build_schedule(dict(oc, warmup_lr="1e-6"), 0.0125, spe, total)(0) == 1e-6  # YAML's 1e-6 is text
+
+
+def test_the_engine_trains_each_epoch_at_one_lr_with_lr_unit_epoch(synthetic_root, tmp_path):
+    """A real (tiny) run: with the TransMix recipe's schedule keys the logged lr is constant within an epoch and
+    follows the official per-epoch values (warm-up 1 epoch, cosine over 2, 1 cooldown epoch at min_lr)."""
+    import json
+
+    from pretrain.engine.train import train
+    out = tmp_path / "run"
+    cfg = load_config(os.path.join(CFG_DIR, "synthetic_transmix.yaml"), [
+        f"data.root={synthetic_root}/imagenet", "data.num_classes=4", "data.img_size=32", "data.batch_size=16",
+        "data.workers=0", "model.kwargs.img_size=32", "model.kwargs.depth=1", f"train.out_dir={out}",
+        "train.epochs=3", "train.log_interval=1", "train.tensorboard=false", "optim.lr_unit=epoch",
+        "optim.cooldown_epochs=1", "optim.warmup_epochs=1", "optim.lr=1e-3", "optim.lr_base_batch=16"])
+    train(cfg)
+    recs = [json.loads(x) for x in open(out / "steps.jsonl")]
+    by_epoch = {}
+    for r in recs:
+        by_epoch.setdefault(r["epoch"], set()).add(r["lr"])
+    assert sorted(by_epoch) == [0, 1, 2] and all(len(v) == 1 for v in by_epoch.values())
+    lo, w0 = float(cfg["optim"]["min_lr"]), float(cfg["optim"]["warmup_lr"])
+    want = [w0, lo + 0.5 * (1e-3 - lo) * (1 + math.cos(math.pi * 1 / 2)), lo]
+    assert [by_epoch[e].pop() for e in range(3)] == pytest.approx(want, rel=1e-9)

@@ -62,7 +62,7 @@ DEFAULTS: Dict[str, Any] = {
         "betas": [0.9, 0.999],
         "eps": 1.0e-8,
         "warmup_epochs": 5,
-        "warmup_lr": 1.0e-6,
+        "warmup_lr": 1.0e-6,                 # the warm-up's first lr; gradual: lr / (warm-up steps + 1) (MixMo)
         "min_lr": 1.0e-5,
         "clip_grad": None,                   # max global gradient norm; null = no clipping
         "fused": "auto",                     # fused AdamW: auto (on CUDA) | true | false
