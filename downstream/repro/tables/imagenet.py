@@ -8,8 +8,9 @@
 (``vitmix-repro imagenet ARGS`` is the same command.) Each row is one ``tools/pretrain.sh`` run of
 ``configs/pretrain/deit_{t,s,b}_<method>.yaml`` into ``<out>/runs/<row>``; the table reads
 ``summary.json`` (best top-1, EMA) and ``metrics.jsonl`` and compares with the paper the number each method's
-official code reports (:data:`REPORTED`). The dry-run plan prints each row's recipe values. TokenMix trains on precomputed teacher
-label maps (``--label-maps``, made once with ``tools/make_label_maps.py``; see the config's header).
+official code reports (``results.REPORTED``). The dry-run plan prints each row's recipe values. TokenMix
+trains on precomputed teacher label maps (``--label-maps``, made once with ``tools/make_label_maps.py``; see
+the config's header).
 The other tables (ADE20K, COCO, robustness, attention) start from these runs' ``best.safetensors``.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ..papers import TOKENMIX, TRANSMIX
 from ..recipe import pretrain_recipe
 from ..paths import DATA
 from ..pretrained import pretrain_config_file, pretrain_run_id
-from ..results import read_pretrain
+from ..results import REPORTED, REPORTED_TEXT, read_pretrain, reported_top1
 from ..rows import Row
 from ..runner import run_main
 from ..scaling import pretrain_scaled_overrides
@@ -52,27 +53,6 @@ PAPER = {
     "deit_s_tokenmix": Paper(80.8, TOKENMIX_TSB),
     "deit_b_tokenmix": Paper(82.9, TOKENMIX_TSB),
 }
-# The number each official training script reports, hence the one compared with the paper (the others are listed):
-# DeiT's main.py (the DeiT and CutMix rows) evaluates the model only ("Max accuracy" of the model, the EMA is
-# saved, not evaluated); TransMix's train.py replaces the metrics by the EMA's when --model-ema is on
-# (``eval_metrics = ema_eval_metrics``: its best checkpoint and "*** Best metric" are the EMA's); TokenMix's
-# main.py takes ``max_accuracy`` over the model and its EMA at every epoch.
-REPORTED = {"deit": "model", "cutmix": "model", "transmix": "ema", "tokenmix": "max"}
-REPORTED_TEXT = {"model": "the model's best", "ema": "the EMA's best", "max": "max(model best, EMA best)"}
-
-
-def reported_top1(method: str, vals):
-    """``(top-1, what it is)`` as ``method``'s official code reports it, from :func:`read_pretrain`'s numbers;
-    without an EMA in the run (``model.ema=false``) the model's best, said so."""
-    rule = REPORTED[method]
-    model, ema = vals["top1"], vals.get("ema_top1")
-    if rule == "model":
-        return model, REPORTED_TEXT[rule]
-    if ema is None:
-        return model, "the model's best (no EMA in this run; the official code reports " + REPORTED_TEXT[rule] + ")"
-    return (ema if rule == "ema" else max(model, ema)), REPORTED_TEXT[rule]
-
-
 TOKENMIX_GAIN = TOKENMIX.cite("abstract: '+1%' for DeiT-T/S/B (rounded)")
 GAINS = [  # (label, metric, row_b, row_a, paper gain)
     ("DeiT-S: TransMix − DeiT", "s", "transmix", "deit",
