@@ -23,7 +23,7 @@ def _shrink(root, out):
     return [f"data.root={root}/imagenet", "data.num_classes=4", "data.img_size=32", "data.batch_size=8",
             "data.workers=0", "model.kwargs={img_size: 32, patch_size: 8, depth: 1, embed_dim: 32, num_heads: 2}",
             f"train.out_dir={out}", "train.max_steps=2", "train.epochs=2", "train.tensorboard=false",
-            "train.log_interval=1"]
+            "train.log_interval=1", "optim.cooldown_epochs=0"]  # a 2-epoch run has no room for a 10-epoch cooldown
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +59,19 @@ def _replace_checkpoints(node, ckpt):
 # What the official code runs, per method, typed from the sources (docs/mixers.md lists them): DeiT main.py
 # (facebookresearch/deit), Beckschen/TransMix configs/deit_{s,b}_transmix.yaml + train.py defaults, Sense-X/TokenMix
 # exp/deit_small/run.sh + main.py defaults. (total batch, lr at that batch, wd, warm-up, random erasing,
-# repeated-augmentation copies, switch prob)
+# repeated-augmentation copies, switch prob; the epochs the loop runs, of them at min_lr, the lr's epoch lag,
+# training interpolation: tests/test_lr_schedule.py re-states the schedules)
+_DEIT_LOOP = dict(epochs=300, cooldown=0, lag=1, interp=None)
+_TRANSMIX_LOOP = dict(epochs=310, cooldown=10, lag=0, interp="random")
 OFFICIAL = {
-    "deit": dict(total=1024, lr=5e-4 * 1024 / 512, wd=0.05, warmup=5, re_prob=0.25, repeats=3, switch=0.5),
-    "cutmix": dict(total=1024, lr=5e-4 * 1024 / 512, wd=0.05, warmup=5, re_prob=0.25, repeats=3, switch=None),
-    "transmix": dict(total=1024, lr=1e-3, wd=0.03, warmup=20, re_prob=0.0, repeats=1, switch=0.8),
-    "transmix_b": dict(total=256, lr=1e-3, wd=0.05, warmup=5, re_prob=0.0, repeats=1, switch=0.8),
-    "tokenmix": dict(total=1024, lr=5e-4 * 1024 / 512, wd=0.05, warmup=5, re_prob=0.25, repeats=1, switch=0.5),
+    "deit": dict(total=1024, lr=5e-4 * 1024 / 512, wd=0.05, warmup=5, re_prob=0.25, repeats=3, switch=0.5,
+                 **_DEIT_LOOP),
+    "cutmix": dict(total=1024, lr=5e-4 * 1024 / 512, wd=0.05, warmup=5, re_prob=0.25, repeats=3, switch=None,
+                   **_DEIT_LOOP),
+    "transmix": dict(total=1024, lr=1e-3, wd=0.03, warmup=20, re_prob=0.0, repeats=1, switch=0.8, **_TRANSMIX_LOOP),
+    "transmix_b": dict(total=256, lr=1e-3, wd=0.05, warmup=5, re_prob=0.0, repeats=1, switch=0.8, **_TRANSMIX_LOOP),
+    "tokenmix": dict(total=1024, lr=5e-4 * 1024 / 512, wd=0.05, warmup=5, re_prob=0.25, repeats=1, switch=0.5,
+                     epochs=310, cooldown=10, lag=1, interp=None),
 }
 
 
@@ -88,7 +94,9 @@ def test_the_deit_recipes_exist_with_the_official_hyper_parameters():
         assert (o["weight_decay"], o["warmup_epochs"], o["warmup_lr"], o["min_lr"]) == \
             (want["wd"], want["warmup"], 1e-6, 1e-5), name
         assert (d["re_prob"], d["repeated_aug"]) == (want["re_prob"], want["repeats"]), name
-        assert t["epochs"] == 300 and mx["label_smoothing"] == 0.1
+        assert t["epochs"] == want["epochs"] and mx["label_smoothing"] == 0.1, name
+        assert (o["lr_unit"], o["cooldown_epochs"], o["lr_epoch_lag"]) == ("epoch", want["cooldown"], want["lag"]), name
+        assert d["train_interpolation"] == want["interp"] and d["interpolation"] == "bicubic", name
         expected = {"deit": ("mixup_cutmix", 0.8, 1.0), "cutmix": ("cutmix", 0.0, 1.0),
                     "transmix": ("transmix", 0.8, 1.0), "tokenmix": ("tokenmix", 0.8, None)}[kind]
         assert mx["name"] == expected[0] and mx.get("mixup_alpha") == expected[1]

@@ -103,7 +103,9 @@ def test_dry_run_imagenet_and_peers_configs_load(tmp_path, capsys):
         cfg = load_config(cfg_file, ov)  # the real loader accepts every override
         recipe = load_config(cfg_file)  # each recipe's own warm-up (TransMix DeiT-S/T: 20), scaled like the epochs
         assert cfg["train"]["epochs"] == 3
-        assert cfg["optim"]["warmup_epochs"] == pytest.approx(recipe["optim"]["warmup_epochs"] * 0.01)
+        e0 = recipe["train"]["epochs"]  # 300, or 310 with the official 10 cooldown epochs (TransMix, TokenMix)
+        assert cfg["optim"]["warmup_epochs"] == pytest.approx(recipe["optim"]["warmup_epochs"] * 3 / e0, abs=1e-4)
+        assert cfg["optim"]["cooldown_epochs"] == pytest.approx(recipe["optim"]["cooldown_epochs"] * 3 / e0, abs=1e-4)
         assert cfg["train"]["out_dir"] == str(tmp_path / "imagenet" / "runs" / row.id)
         assert cfg["data"]["root"] == DATA["imagenet"]
         assert row.steps[0].argv[row.steps[0].argv.index("--nproc") + 1] == "8"

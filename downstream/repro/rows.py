@@ -42,7 +42,9 @@ class Step:
 @dataclass
 class Row:
     """One row of a table: an id (for ``--only``), a label in the paper's form, its folder, steps,
-    and the files it needs from other tables (``requires``: path -> how to make it)."""
+    the files it needs from other tables (``requires``: path -> how to make it), and what the dry-run plan
+    shows of it: ``recipe`` (the values its run uses, :mod:`.recipe`) and ``notes`` (e.g. how scaling changed
+    the schedule)."""
 
     id: str
     label: str
@@ -50,6 +52,8 @@ class Row:
     steps: List[Step]
     requires: Dict[str, str] = field(default_factory=dict)
     info: Dict[str, Any] = field(default_factory=dict)
+    recipe: Dict[str, str] = field(default_factory=dict)
+    notes: List[str] = field(default_factory=list)
 
 
 def select_rows(rows: Sequence[Row], only: Optional[Sequence[str]]) -> List[Row]:

@@ -12,18 +12,24 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .errors import ReproError
 from .paths import REPO
+from .recipe import recipe_lines
 from .rows import Row, check_row_scale, failed_path, meta_path, row_meta, select_rows
 from .scaling import fmt_scale
 from .table import Table
 
 
 def print_plan(rows: Sequence[Row], args, out=None) -> None:
-    """The exact commands of each row, and which steps are done (skipped) or would resume."""
+    """The exact commands of each row, its recipe values (``# recipe:`` lines) and notes, and which steps are
+    done (skipped) or would resume."""
     out = out or sys.stdout
     print(f"# {args.table}: {len(rows)} row(s), scale {fmt_scale(args.scale)}"
           f"{' (synthetic)' if args.synthetic else ''}, output {args.out}", file=out)
     for row in rows:
         print(f"\n# --- {row.id}: {row.label}", file=out)
+        for line in recipe_lines(row.recipe):
+            print(line, file=out)
+        for note in row.notes:
+            print(f"# note: {note}", file=out)
         for path, how in row.requires.items():
             state = "present" if os.path.exists(path) else "MISSING"
             print(f"#   needs {path} ({state}; {how})", file=out)

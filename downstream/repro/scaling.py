@@ -129,19 +129,47 @@ def d2_scaled_overrides(cfg, f: float) -> Tuple[List[str], Dict[str, Any]]:
     return ov, sc
 
 
+def fraction_of_run(value: float, e0: int, e: int) -> float:
+    """An epoch count or position that keeps its share of the run: ``value * e / e0``, 4 decimals (an int
+    when whole)."""
+    x = round(float(value) * e / int(e0), 4)
+    return int(x) if x.is_integer() else x
+
+
 def pretrain_scaled_overrides(cfg: Dict[str, Any], f: float) -> Tuple[List[str], Dict[str, Any]]:
-    """Pretraining overrides for scale ``f``: epochs, warm-up epochs, and any epoch milestones
-    (list-valued ``optim.*milestones*`` keys) at the same fraction of the run."""
+    """Pretraining overrides for scale ``f``: epochs, and at the same fraction of the run the warm-up epochs,
+    the cooldown epochs (``optim.cooldown_epochs``) and any epoch milestones (list-valued
+    ``optim.*milestones*`` keys).
+
+    Milestones stay whole epochs while the scaled run holds them strictly increasing inside it (as
+    :func:`scale_iters`); when it is too short for that (e.g. 101/201/226 of 300 epochs at 0.01: 3 epochs for
+    3 milestones, whole epochs would give [1, 2, 2], two decays on one epoch) they become fractional epochs
+    (1.01/2.01/2.26: the engine converts milestones to steps), and ``sched["notes"]`` says so for the plan.
+    Learning rates (``optim.lr``, a numeric ``warmup_lr``, ``min_lr``) are levels, not durations, and are kept:
+    the official recipes state them whatever the run length (timm's ``warmup_lr_init``; only ``lr`` follows the
+    total batch, in the engine). A warm-up whose start depends on its length (the official MixMo
+    ``GradualWarmupScheduler``: lr/W) says ``warmup_lr: gradual`` and the engine computes it from the scaled
+    warm-up's steps."""
+    o = cfg["optim"]
     e0 = int(cfg["train"]["epochs"])
-    e, w = scale_epochs(e0, float(cfg["optim"].get("warmup_epochs", 0) or 0), f)
+    e, w = scale_epochs(e0, float(o.get("warmup_epochs", 0) or 0), f)
     ov = [f"train.epochs={e}"]
-    if float(cfg["optim"].get("warmup_epochs", 0) or 0) > 0:
+    if float(o.get("warmup_epochs", 0) or 0) > 0:
         ov.append(f"optim.warmup_epochs={w}")
-    sched = {"epochs": e, "warmup_epochs": w}
-    for k, v in cfg["optim"].items():
+    sched: Dict[str, Any] = {"epochs": e, "warmup_epochs": w, "notes": []}
+    cooldown = float(o.get("cooldown_epochs", 0) or 0)
+    if cooldown > 0:
+        c = fraction_of_run(cooldown, e0, e)
+        ov.append(f"optim.cooldown_epochs={c}")
+        sched["cooldown_epochs"] = c
+    for k, v in o.items():
         if "milestone" in k and isinstance(v, list) and v:
-            ms = scale_iters(e0, f, milestones=[int(m) for m in v])["milestones"] if e > len(v) else \
-                [min(e, max(1, round_half_up(int(m) * e / e0))) for m in v]
+            if e > len(v):
+                ms = scale_iters(e0, f, milestones=[int(m) for m in v])["milestones"]
+            else:
+                ms = [fraction_of_run(m, e0, e) for m in v]
+                sched["notes"].append(f"optim.{k}: {e} epochs cannot hold {len(v)} whole-epoch milestones "
+                                      f"strictly increasing; fractional epochs {ms} keep each at its share of the run")
             ov.append(f"optim.{k}=[{','.join(map(str, ms))}]")
             sched[k] = ms
     return ov, sched

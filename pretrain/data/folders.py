@@ -105,7 +105,9 @@ def _patch_timm_posterize() -> None:
 
 def build_transforms(data_cfg: Dict[str, Any], train: bool):
     """timm's ``create_transform``: RandomResizedCrop + flip + RandAugment + random erasing for training,
-    resize + centre crop (``eval_crop_pct``) for evaluation. Returns a (3, S, S) float tensor per image."""
+    resize + centre crop (``eval_crop_pct``) for evaluation. Training uses ``train_interpolation`` (``random``:
+    bilinear or bicubic per image, as timm's train.py default) when set, else ``interpolation``, which also
+    sets the eval resize. Returns a (3, S, S) float tensor per image."""
     from timm.data import create_transform
     _patch_timm_posterize()
     size = int(data_cfg["img_size"])
@@ -114,7 +116,7 @@ def build_transforms(data_cfg: Dict[str, Any], train: bool):
             size, is_training=True, auto_augment=data_cfg.get("auto_augment") or None,
             re_prob=float(data_cfg.get("re_prob", 0.0)), re_mode=data_cfg.get("re_mode", "pixel"),
             re_count=int(data_cfg.get("re_count", 1)), color_jitter=data_cfg.get("color_jitter", 0.3),
-            interpolation=data_cfg.get("interpolation", "bicubic"))
+            interpolation=data_cfg.get("train_interpolation") or data_cfg.get("interpolation", "bicubic"))
     return create_transform(size, is_training=False, interpolation=data_cfg.get("interpolation", "bicubic"),
                             crop_pct=float(data_cfg.get("eval_crop_pct", 0.875)))
 

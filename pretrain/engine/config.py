@@ -48,6 +48,8 @@ DEFAULTS: Dict[str, Any] = {
         "re_count": 1,
         "color_jitter": 0.3,                 # ignored by timm when auto_augment is set
         "interpolation": "bicubic",
+        "train_interpolation": None,         # training resize/RandAugment: bicubic | bilinear | random | ...;
+                                             # null: data.interpolation (which also sets the eval resize)
         "eval_crop_pct": 0.875,
         "repeated_aug": 1,                   # repeated-augmentation count (DeiT: 3); 1 = off
         "bad_image_tries": 32,               # unreadable images replaced by their successors up to this many in a row
@@ -61,7 +63,7 @@ DEFAULTS: Dict[str, Any] = {
         "betas": [0.9, 0.999],
         "eps": 1.0e-8,
         "warmup_epochs": 5,
-        "warmup_lr": 1.0e-6,
+        "warmup_lr": 1.0e-6,                 # the warm-up's first lr; gradual: lr / (warm-up steps + 1) (MixMo)
         "min_lr": 1.0e-5,
         "clip_grad": None,                   # max global gradient norm; null = no clipping
         "fused": "auto",                     # fused AdamW: auto (on CUDA) | true | false
@@ -71,6 +73,12 @@ DEFAULTS: Dict[str, Any] = {
         "schedule": "cosine",                # cosine | multistep (after the linear warm-up)
         "milestones": [],                    # multistep: epochs at which the lr is multiplied by gamma
         "gamma": 0.1,
+        "lr_unit": "step",                   # step: the lr changes every optimizer step | epoch: once per epoch
+                                             # (timm's create_scheduler, t_in_epochs=True: DeiT/TransMix/TokenMix)
+        "cooldown_epochs": 0,                # the last N of train.epochs at min_lr (cosine ends N epochs early;
+                                             # timm's --cooldown-epochs)
+        "lr_epoch_lag": 0,                   # lr_unit=epoch: epoch e trains at the schedule's e - lag (DeiT's
+                                             # main.py: lr_scheduler.step(epoch) after epoch e, so lag 1)
     },
     "train": {
         "epochs": 300,

@@ -160,7 +160,7 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
                     images = batch[0].to(device, non_blocking=True)
                     labels = batch[1].to(device, non_blocking=True)
                     extras = _to_device(batch[2], device) if len(batch) > 2 else None
-                    lr = lr_fn(p.step)
+                    lr = lr_fn(p.step, epoch)
                     res = step_fn(images, labels, extras, lr=lr, step=p.step)
                     i += 1
                     if res.skipped:

@@ -22,6 +22,7 @@ from ..args import base_parser, finish_args, synthetic_classes
 from ..configs import mm_config
 from ..papers import TRANSMIX
 from ..paths import DATA, config
+from ..recipe import mmseg_recipe
 from ..pretrained import METHOD_LABELS, add_pretrained_args, pretrained_file, resolve_pretrained
 from ..results import mm_result_json
 from ..rows import Row
@@ -61,6 +62,7 @@ def build_rows(args):
             cfg_file = config_path(head, model, args.synthetic)
             cfg = mm_config(cfg_file)
             sched_opts, sched = mm_scaled_options(cfg, args.scale)
+            recipe = mmseg_recipe(cfg, sched["iters"], args.nproc)
             roots = [f"{k}.dataset.data_root={data_root}"
                      for k in ("train_dataloader", "val_dataloader", "test_dataloader")]
             for method in args.methods:
@@ -84,7 +86,7 @@ def build_rows(args):
                        f"--only {os.path.basename(os.path.dirname(ckpt))} --out {args.pretrained}")
                 rows.append(Row(rid, label, row_dir, steps, {ckpt: how},
                                 info={"config": cfg_file, "schedule": sched, "pretrained": ckpt,
-                                      "batch_per_gpu": int(cfg.train_dataloader.batch_size)}))
+                                      "batch_per_gpu": int(cfg.train_dataloader.batch_size)}, recipe=recipe))
     return rows
 
 

@@ -24,6 +24,7 @@ from ..configs import d2_config, mm_config
 from ..errors import Missing, NoDetections
 from ..papers import TRANSMIX
 from ..paths import DATA, config, python, tool
+from ..recipe import d2_recipe, mmdet_recipe
 from ..pretrained import METHOD_LABELS, add_pretrained_args, pretrain_run_id, pretrained_file, resolve_pretrained
 from ..results import read_d2, read_mmdet
 from ..rows import Row, Step
@@ -76,7 +77,8 @@ def _mmdet_steps(args, cfg_file, row_dir, ckpt, env):
                            ["model.backbone.pretrained=None"] + [r for r in roots if r.startswith("test_")],
                            "coco/bbox_mAP", args.nproc, env=env,
                            done=_tested(read_mmdet, os.path.join(row_dir, "test")))]
-    info = {"schedule": sched, "batch": f"{int(cfg.train_dataloader.batch_size)} per GPU × {args.nproc or 1} GPU(s)"}
+    info = {"schedule": sched, "batch": f"{int(cfg.train_dataloader.batch_size)} per GPU × {args.nproc or 1} GPU(s)",
+            "recipe": mmdet_recipe(cfg, sched["iters"], args.nproc)}
     return steps, info
 
 
@@ -101,7 +103,8 @@ def _d2_steps(args, cfg_file, row_dir, ckpt, env):
     test = Step("test", launch + ["--config-file", cfg_file, "--eval-only", "model.backbone.pretrained=null",
                                   f"train.init_checkpoint={final}", f"train.output_dir={test_dir}"] + roots,
                 env=env, done=_tested(read_d2, test_dir))
-    info = {"schedule": sched, "batch": f"{int(cfg.dataloader.train.total_batch_size)} in total"}
+    info = {"schedule": sched, "batch": f"{int(cfg.dataloader.train.total_batch_size)} in total",
+            "recipe": d2_recipe(cfg, sched["iters"])}
     return [train, test], info
 
 
@@ -125,7 +128,8 @@ def build_rows(args):
                      f"{METHOD_LABELS[method]} pretraining")
             how = (f"python tools/repro/imagenet.py{' --synthetic' if args.synthetic else ''} --only {run} "
                    f"--out {args.pretrained}")
-            rows.append(Row(rid, label, row_dir, steps, {ckpt: how}, info={"config": cfg_file, **info}))
+            rows.append(Row(rid, label, row_dir, steps, {ckpt: how}, info={"config": cfg_file, **info},
+                            recipe=info["recipe"]))
     return rows
 
 

@@ -20,6 +20,7 @@ import sys
 from ..args import base_parser, finish_args
 from ..configs import pretrain_config
 from ..papers import MIXMO
+from ..recipe import mixmo_recipe
 from ..paths import DATA, RUNS, config, python, tool
 from ..results import read_mixmo
 from ..rows import Row, Step
@@ -67,10 +68,11 @@ def build_rows(args):
         cfg = pretrain_config(cfg_file)
         sched_ov, sched = pretrain_scaled_overrides(cfg, args.scale)
         ov = [f"data.root={args.data}"] + sched_ov + list(args.set)
-        pretrain_config(cfg_file, ov)  # every override must be accepted by the real loader
+        run_cfg = pretrain_config(cfg_file, ov)  # every override must be accepted by the real loader
         step = pretrain_step(cfg_file, run_dir, ov, args.nproc, sched["epochs"])
         step.done = (lambda d=run_dir: os.path.isfile(os.path.join(d, "eval.json")))
-        rows.append(Row(rid, label, run_dir, pre + [step], info={"schedule": sched, "config": cfg_file}))
+        rows.append(Row(rid, label, run_dir, pre + [step], info={"schedule": sched, "config": cfg_file},
+                        recipe=mixmo_recipe(run_cfg, args.nproc), notes=list(sched.get("notes", ()))))
     return rows
 
 
