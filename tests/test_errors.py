@@ -302,3 +302,14 @@ def test_crafted_cifar_batch_is_refused_without_running(tmp_path):
         pickle.dump({b"data": rows, b"labels": [1, 2, 0], b"batch_label": b"x"}, f, protocol=2)
     back = load_cifar_pickle(str(p))
     assert np.array_equal(back["data"], rows) and back["labels"] == [1, 2, 0] and back["batch_label"] == b"x"
+
+
+def test_a_number_key_that_also_takes_a_word():
+    """optim.warmup_lr takes a number or 'gradual' (MixMo's lr / (warm-up steps + 1)); any other word names the key."""
+    from pretrain.engine.config import load_config
+
+    cfg_file = os.path.join(REPO, "configs", "mixmo", "cifar100_wrn28_10_vanilla.yaml")
+    assert load_config(cfg_file)["optim"]["warmup_lr"] == "gradual"
+    assert load_config(cfg_file, ["optim.warmup_lr=1e-6"])["optim"]["warmup_lr"] == 1e-6
+    with pytest.raises(ValueError, match=r"optim\.warmup_lr must be a number or gradual.*'slow'"):
+        load_config(cfg_file, ["optim.warmup_lr=slow"])

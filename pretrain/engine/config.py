@@ -182,6 +182,8 @@ def load_config(path: str, overrides: List[str] = ()) -> Dict[str, Any]:
 _REAL_VALUED = ("optim.warmup_epochs", "optim.lr_base_batch")
 # keys whose default is a number but that also take a list of numbers (timm: color jitter per channel)
 _NUMBER_OR_LIST = ("data.color_jitter",)
+# keys whose default is a number but that also take a word (the engine derives the number)
+_NUMBER_OR_WORD = {"optim.warmup_lr": ("gradual",)}
 
 
 def _kind(value: Any) -> str:
@@ -228,9 +230,13 @@ def check_value_types(cfg: Dict[str, Any], reference: Dict[str, Any], prefix: st
         elif isinstance(default, (int, float)):
             if key in _NUMBER_OR_LIST and isinstance(value, (list, tuple)) and all(_number(v) is not None for v in value):
                 continue
+            if value in _NUMBER_OR_WORD.get(key, ()):
+                continue
             number = _number(value)
             if number is None:
                 expected = "an integer" if isinstance(default, int) and key not in _REAL_VALUED else "a number"
+                if key in _NUMBER_OR_WORD:
+                    expected += " or " + " / ".join(_NUMBER_OR_WORD[key])
                 raise ValueError(f"{key} must be {expected} (like {default!r}), got {value!r} ({_kind(value)})")
             if isinstance(default, int) and key not in _REAL_VALUED:
                 if number != number or number in (float("inf"), float("-inf")) or float(number) != int(number):
