@@ -179,7 +179,7 @@ def load_config(path: str, overrides: List[str] = ()) -> Dict[str, Any]:
 
 
 # keys whose default is an integer but that take any real number (the rest of the integer keys are counts)
-_REAL_VALUED = ("optim.warmup_epochs", "optim.lr_base_batch")
+_REAL_VALUED = ("optim.warmup_epochs", "optim.cooldown_epochs", "optim.lr_base_batch")
 # keys whose default is a number but that also take a list of numbers (timm: color jitter per channel)
 _NUMBER_OR_LIST = ("data.color_jitter",)
 # keys whose default is a number but that also take a word (the engine derives the number)
