@@ -43,7 +43,8 @@ from ..data.build import Data, build_data
 from ..data.robust import read_bad_images
 from ..objectives import build_objective
 from .optim import build_optimizer, build_schedule
-from .resume import Progress, RunCheckpoints, resume_source, start_fresh
+from .resume import Progress, RunCheckpoints, start_fresh
+from .runfolder import keep_checkpoints, prepare_run_folder
 from .rng import seed_everything, set_deterministic
 from .runlog import RunLog, StopSignals, ignore_stop_signals
 from .step import TrainStep
@@ -56,17 +57,26 @@ INTERRUPTED = 75  # exit status of a run stopped by a signal after writing its c
 def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
     """Train as the config says; returns the summary also written to ``<out_dir>/summary.json``."""
     rank, world, device = du.init_distributed()
-    mc, dc, oc, tc = cfg["model"], cfg["data"], cfg["optim"], cfg["train"]
-    out_dir = tc["out_dir"]
+    tc = cfg["train"]
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     log.setLevel(logging.INFO if rank == 0 else logging.WARNING)
     set_deterministic(bool(tc["deterministic"]))
     seed = int(tc["seed"])
     seed_everything(seed + rank)
-    os.makedirs(out_dir, exist_ok=True)
-    ckpt = resume_source(tc.get("resume"), out_dir)
+    # rank 0: out_dir usable, its lock taken, the checkpoint chosen (newest intact), an earlier run moved aside
+    ckpt, lock = prepare_run_folder(cfg, rank)
+    try:
+        return _train(cfg, rank, world, device, ckpt)
+    finally:
+        if lock is not None:
+            lock.release()
 
+
+def _train(cfg: Dict[str, Any], rank: int, world: int, device: torch.device, ckpt: Optional[str]) -> Dict[str, Any]:
+    mc, dc, oc, tc = cfg["model"], cfg["data"], cfg["optim"], cfg["train"]
+    out_dir = tc["out_dir"]
+    seed = int(tc["seed"])
     # the objective first: its mixer may wrap the training set (per-sample side information such as label
     # maps); the model after the data, from the global torch generator
     objective = build_objective(cfg, seed=seed * 1000 + rank).to(device)
@@ -102,7 +112,8 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
 
     # resume: weights, optimizer, scaler, EMA, sampler position, generators, counters
     p = Progress(objective.num_details)
-    checkpoints = RunCheckpoints(out_dir, cfg, objective, model, ema, optimizer, scaler, device, rank, world, bs)
+    checkpoints = RunCheckpoints(out_dir, cfg, objective, model, ema, optimizer, scaler, device, rank, world, bs,
+                                 keep=keep_checkpoints(tc))
     if ckpt is not None:
         checkpoints.restore(ckpt, p, seed, steps_per_epoch)
 
