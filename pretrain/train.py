@@ -23,8 +23,9 @@ from .engine.train import INTERRUPTED, train
 CONFIG_ERROR = 2
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Pretrain a ViT with a sample-mixing method.")
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog or "python -m pretrain.train",
+                                     description="Pretrain a ViT with a sample-mixing method.")
     parser.add_argument("--config", required=True, help="YAML config (see configs/pretrain/)")
     parser.add_argument("--resume", default=None,
                         help="'auto' (the run folder's newest intact checkpoint, if any) or a run/checkpoint "
@@ -45,14 +46,18 @@ def _is_rank0() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+_said: List[str] = []
+
+
 def _say(msg: str) -> None:
+    _said.append(msg)
     if _is_rank0():
         print(msg, file=sys.stderr, flush=True)
 
 
-def parse_command(argv: Optional[List[str]]) -> Tuple[argparse.Namespace, Dict[str, Any]]:
+def parse_command(argv: Optional[List[str]], prog: Optional[str] = None) -> Tuple[argparse.Namespace, Dict[str, Any]]:
     """(arguments, loaded config); :class:`CommandError` for a config error (message ``config error: ...``)."""
-    args = build_parser().parse_intermixed_args(argv)
+    args = build_parser(prog).parse_intermixed_args(argv)
     if args.break_lock:
         os.environ[BREAK_LOCK_ENV] = "1"
     overrides = list(args.overrides) + ([f"train.resume={args.resume}"] if args.resume else [])
@@ -65,10 +70,10 @@ def parse_command(argv: Optional[List[str]]) -> Tuple[argparse.Namespace, Dict[s
     return args, cfg
 
 
-def check_command(argv: Optional[List[str]], check_lock: bool = True) -> Dict[str, Any]:
+def check_command(argv: Optional[List[str]], check_lock: bool = True, prog: Optional[str] = None) -> Dict[str, Any]:
     """The config of a command, its run folder checked (``check_lock``: that no live run holds it);
     :class:`CommandError` otherwise."""
-    _, cfg = parse_command(argv)
+    _, cfg = parse_command(argv, prog)
     try:
         preflight(cfg, check_lock=check_lock)
     except RunFolderError as exc:
@@ -97,6 +102,14 @@ def _main(argv) -> int:
     except (DiskFullError, CheckpointDamaged) as exc:
         _say(f"error: {exc}")
         return 1
+    except FileNotFoundError as exc:
+        if not str(exc).startswith("train.resume"):
+            raise
+        _say(f"error: {exc}")
+        return CONFIG_ERROR
+    except KeyboardInterrupt:
+        _say("interrupted (SIGINT): stopped without a new checkpoint; --resume auto continues from the last one")
+        return 130
     return INTERRUPTED if summary.get("interrupted") else 0
 
 
@@ -109,7 +122,7 @@ def main(argv=None) -> int:
         code = exc.code if isinstance(exc.code, int) else 1
         raise
     finally:  # the launcher reads every process's status (torchrun reports none after a signal)
-        write_exit_status(code)
+        write_exit_status(code, _said[-1] if _said and code else "")
     return code
 
 

@@ -476,3 +476,36 @@ def test_killing_the_launcher_group_kills_the_trainer(synthetic_root, tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@pytest.mark.slow
+def test_in_ddp_rank_0_locks_and_every_rank_fails_together(synthetic_root, tmp_path):
+    """Two processes under torchrun into a folder another run holds: rank 0 finds the lock, both ranks stop
+    (status 2, the message once), none hangs in a collective."""
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {ROOT!r})
+        from pretrain.engine.runfolder import RunLock
+        lock = RunLock({str(out)!r}).acquire()
+        print("locked", flush=True)
+        time.sleep(120)
+    """)], stdout=subprocess.PIPE, text=True, env=ENV)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        t0 = time.time()
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
+                               "--nproc-per-node=2", "-m", "pretrain.train", "--config", CFG,
+                               *tiny(synthetic_root, out)], env=ENV, cwd=ROOT, capture_output=True, text=True,
+                              timeout=150)
+        assert time.time() - t0 < 120
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode != 0
+    assert proc.stderr.count(f"train.out_dir {out} is in use by another run") == 1, proc.stderr[-3000:]
+    assert f"pid {holder.pid}" in proc.stderr
+    assert proc.stderr.count("exitcode  : 2") + proc.stderr.count("exitcode: 2") >= 1, proc.stderr[-3000:]
+    assert "runfolder.py" not in proc.stderr  # no trainer traceback (raw torchrun adds its own; the launcher not)
+    assert sorted(os.listdir(out)) == [LOCK]  # nothing written by the refused run

@@ -13,17 +13,20 @@ Compared with calling torchrun directly:
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
 import sys
 import tempfile
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from .runlog import LAUNCHER_PID_ENV, STATUS_DIR_ENV
 
 INTERRUPTED = 75
 CONFIG_ERROR = 2
+LAUNCHER_OPTIONS = ("--nproc", "--nproc-per-node", "--nnodes", "--node-rank", "--node_rank", "--master-addr",
+                    "--master_addr", "--master-port", "--master_port")
 
 
 def _node_rank(torchrun_args: List[str]) -> int:
@@ -36,16 +39,25 @@ def _node_rank(torchrun_args: List[str]) -> int:
     return 0
 
 
-def _statuses(folder: str) -> Dict[int, int]:
+def _statuses(folder: str) -> Dict[int, Tuple[int, str]]:
+    """{rank: (exit status, its one-line error message or "")} left by the trainers."""
     out = {}
     for name in os.listdir(folder):
         if name.startswith("rank"):
             try:
                 with open(os.path.join(folder, name)) as f:
-                    out[int(name[4:])] = int(f.read().strip())
+                    code, _, msg = f.read().partition("\n")
+                out[int(name[4:])] = (int(code.strip()), msg.strip())
             except (OSError, ValueError):
                 pass
     return out
+
+
+class _DropFailedLine(logging.Filter):
+    """torchrun's "failed (exitcode: N) local_rank: ..." line: the launcher says it in its own words."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("failed (exitcode")
 
 
 def combine(codes: List[int]) -> int:
@@ -75,8 +87,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     cut = argv.index("--")
     torchrun_args, trainer_args = argv[:cut], argv[cut + 1:]
     from ..train import CommandError, check_command
+    misplaced = [a for a in trainer_args if a.split("=")[0] in LAUNCHER_OPTIONS]
+    if misplaced:
+        _say(f"launcher option {misplaced[0]} after CONFIG: launcher options go before it "
+             "(tools/pretrain.sh --nproc 8 CONFIG key=value ...)")
+        return CONFIG_ERROR
     try:
-        check_command(trainer_args, check_lock=_node_rank(torchrun_args) == 0)
+        check_command(trainer_args, check_lock=_node_rank(torchrun_args) == 0, prog="tools/pretrain.sh CONFIG")
     except CommandError as exc:
         print(exc, file=sys.stderr, flush=True)
         return CONFIG_ERROR
@@ -85,6 +102,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
+    logging.getLogger("torch.distributed.elastic.multiprocessing.api").addFilter(_DropFailedLine())
     status_dir = tempfile.mkdtemp(prefix="vitmix-status-")
     os.environ[STATUS_DIR_ENV] = status_dir
     os.environ[LAUNCHER_PID_ENV] = str(os.getpid())
@@ -94,15 +112,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ChildFailedError as exc:
         reported = {rank: f.exitcode for rank, f in exc.failures.items()}
         statuses = _statuses(status_dir)
-        code = combine(list({**reported, **statuses}.values()) or [1])
+        code = combine(list({**reported, **{r: c for r, (c, _) in statuses.items()}}.values()) or [1])
         first_rank, first = exc.get_first_failure()
+        said = next((m for _, (c, m) in sorted(statuses.items()) if c not in (0, INTERRUPTED) and m), "")
         if code == INTERRUPTED:
             _say("stopped by a signal after writing a checkpoint: continue with --resume auto")
         elif code != CONFIG_ERROR:  # a config error was said in one line by the trainer already
-            _say(f"the run failed: rank {first_rank} exited with status {first.exitcode} (its messages are above)")
+            how = f"killed by {signal.Signals(-first.exitcode).name}" if first.exitcode < 0 else \
+                f"exited with status {first.exitcode}"
+            tail = f": {said}" if said else (" (its messages are above)" if first.exitcode > 0 else
+                                             "; its last checkpoint is complete: --resume auto continues")
+            _say(f"the run failed: rank {first_rank} {how}{tail}")
         return code
     except SignalException as exc:  # torchrun itself got the signal; it passed it on and waited for the trainers
-        statuses = _statuses(status_dir)
+        statuses = {r: c for r, (c, _) in _statuses(status_dir).items()}
         if statuses and combine(list(statuses.values())) == INTERRUPTED:
             _say(f"stopped by {signal.Signals(exc.sigval).name} after writing a checkpoint: continue with "
                  "--resume auto")

@@ -286,6 +286,9 @@ def preflight(cfg: Dict[str, Any], check_lock: bool = True) -> None:
     """What the launcher checks before starting processes: the folder and the lock (not taken)."""
     tc = cfg["train"]
     keep_checkpoints(tc)
+    resume = tc.get("resume")
+    if resume not in (None, "", "none", "auto") and not os.path.exists(resume):
+        raise RunFolderError(f"train.resume: {resume} does not exist")
     check_out_dir(tc["out_dir"])
     if check_lock:
         RunLock(tc["out_dir"]).acquire(probe=True)

@@ -52,14 +52,15 @@ def die_with_launcher() -> None:
         os._exit(1)
 
 
-def write_exit_status(code: int) -> None:
-    """Leave this process's exit status where the launcher looks (``$VITMIX_STATUS_DIR/rank<RANK>``)."""
+def write_exit_status(code: int, message: str = "") -> None:
+    """Leave this process's exit status (and its one-line error message) where the launcher looks
+    (``$VITMIX_STATUS_DIR/rank<RANK>``)."""
     folder = os.environ.get(STATUS_DIR_ENV)
     if not folder or not os.path.isdir(folder):
         return
     try:
         with open(os.path.join(folder, f"rank{os.environ.get('RANK', '0')}"), "w") as f:
-            f.write(f"{int(code)}\n")
+            f.write(f"{int(code)}\n{' '.join(message.split())}\n")
     except OSError:
         pass
 
@@ -106,6 +107,14 @@ class RunLog:
                 if keep(r):
                     f.write(json.dumps(r) + "\n")
         os.replace(tmp, path)
+
+    def last_epoch(self) -> Dict[str, Any]:
+        """The last record of ``metrics.jsonl`` ({} when there is none)."""
+        if not self.active or not os.path.isfile(self.metrics):
+            return {}
+        with open(self.metrics) as f:
+            rows = [x for x in f if x.strip()]
+        return json.loads(rows[-1]) if rows else {}
 
     def step(self, record: Dict[str, Any]) -> None:
         if not self.active:

@@ -37,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import dist as du
 from ..amp import AMP_DTYPES
-from ..checkpoint import write_timm_config
+from ..checkpoint import write_text_atomic, write_timm_config
 from ..checkpoint.formats import VIT
 from ..data.build import Data, build_data
 from ..data.robust import read_bad_images
@@ -143,6 +143,9 @@ def _train(cfg: Dict[str, Any], rank: int, world: int, device: torch.device, ckp
     bad_seen = len(read_bad_images(data.bad_log))
     last_ckpt = p.step
     max_steps, log_every, ckpt_every = int(tc["max_steps"]), int(tc["log_interval"]), int(tc["checkpoint_steps"])
+    if ckpt is not None and p.start_epoch >= epochs:
+        log.info("%s: the run already finished its %d epochs, nothing to train (raise train.epochs to continue)",
+                 ckpt, epochs)
     try:
         with StopSignals(step_fn) as signals:
             for epoch in range(p.start_epoch, epochs):
@@ -250,10 +253,9 @@ def _train(cfg: Dict[str, Any], rank: int, world: int, device: torch.device, ckp
     summary = {"out_dir": out_dir, "best_top1": p.best["top1"], "best_ema_top1": p.best["ema_top1"] if ema else None,
                "steps": p.step, "skipped_steps": p.bad_total,
                "bad_images": len(read_bad_images(data.bad_log)), "stopped": stopped,
-               "final": history[-1] if history else {}}
+               "final": history[-1] if history else runlog.last_epoch()}  # resumed a finished run: its last
     if rank == 0:
-        with open(os.path.join(out_dir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+        write_text_atomic(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=2))
         if last_eval and not interrupted:
             objective.on_run_end(out_dir, last_eval)
     du.barrier()
