@@ -509,3 +509,31 @@ def test_in_ddp_rank_0_locks_and_every_rank_fails_together(synthetic_root, tmp_p
     assert proc.stderr.count("exitcode  : 2") + proc.stderr.count("exitcode: 2") >= 1, proc.stderr[-3000:]
     assert "runfolder.py" not in proc.stderr  # no trainer traceback (raw torchrun adds its own; the launcher not)
     assert sorted(os.listdir(out)) == [LOCK]  # nothing written by the refused run
+
+
+def test_a_lock_still_held_by_the_children_of_a_dead_run_says_so(tmp_path):
+    """Loader workers forked by a trainer share its lock; killed first, the trainer leaves them holding it
+    for a moment: the refusal says the pid has exited and to retry, instead of naming a dead process as alive."""
+    out = tmp_path / "run"
+    out.mkdir()
+    parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import os, sys, time
+        sys.path.insert(0, {ROOT!r})
+        from pretrain.engine.runfolder import RunLock
+        lock = RunLock({str(out)!r}).acquire()
+        if os.fork() == 0:   # a worker: keeps the lock's open file, outlives its parent for 30 s
+            time.sleep(30)
+            os._exit(0)
+        print("forked", flush=True)
+        os._exit(0)
+    """)], stdout=subprocess.PIPE, text=True, env=ENV)
+    assert parent.stdout.readline().strip() == "forked"
+    parent.wait()
+    child = [p for p in _pids_of(str(out)) if _alive(p)]
+    try:
+        with pytest.raises(RunFolderError, match=f"pid {parent.pid} has exited, but processes it started"):
+            RunLock(str(out)).acquire()
+    finally:
+        _kill_all(child)
+    _wait_for(lambda: not any(_alive(p) for p in child), 10, "the child to exit")
+    RunLock(str(out)).acquire().release()  # then it is stale and taken over

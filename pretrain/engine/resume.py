@@ -19,6 +19,7 @@ from .. import dist as du
 from ..checkpoint.files import copy_file_atomic
 from ..checkpoint.resume import load_checkpoint, save_checkpoint
 from .rng import rng_state, seed_everything, set_rng_state
+from .runfolder import choose_checkpoint
 
 log = logging.getLogger("pretrain")
 
@@ -57,8 +58,6 @@ def resume_source(resume: Optional[str], out_dir: str) -> Optional[str]:
     """The checkpoint folder ``train.resume`` designates: None (start fresh) for null, ``auto`` (``out_dir``'s
     newest intact checkpoint, or None when it has none), or a run / checkpoint folder (an error when it has
     none). A damaged newer checkpoint is passed over with a warning naming the file."""
-    from .runfolder import choose_checkpoint
-
     ckpt, damaged = choose_checkpoint(resume, out_dir)
     for reason in damaged:
         log.warning("checkpoint passed over: %s; resuming from the newest intact one, %s", reason, ckpt)

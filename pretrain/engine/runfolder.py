@@ -139,7 +139,12 @@ class RunLock:
                 except BlockingIOError:
                     info = self._read(fd)
                     os.close(fd)
-                    raise self._refuse(info, "it holds the run lock " + self.path) from None
+                    why = "it holds the run lock " + self.path
+                    if info.get("host") == self.host and isinstance(info.get("pid"), int) and \
+                            not _pid_alive(info["pid"]):
+                        why = (f"pid {info['pid']} has exited, but processes it started (loader workers) still "
+                               f"hold the run lock {self.path}; they exit within seconds: retry")
+                    raise self._refuse(info, why) from None
                 except OSError as exc:  # a file system without locks: the pid check below
                     if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
                         os.close(fd)
