@@ -15,9 +15,12 @@
 #   --node-rank R     this node's rank [NODE_RANK]
 #   --master-addr H   address of node 0 [MASTER_ADDR]
 #   --master-port P   port on node 0 [MASTER_PORT, default 29500]
-# Everything from CONFIG on goes to `python -m pretrain.train --config CONFIG ...`. Uses .venv when present.
-# Exit status 75: stopped by SIGUSR1/SIGTERM after writing a checkpoint (resume with --resume auto).
-# See docs/pretraining.md for a SLURM script.
+# Everything from CONFIG on goes to `python -m pretrain.train --config CONFIG ...` (also --break-lock: take
+# over the lock a dead run left on another host). Uses .venv when present. The command is checked before
+# any process starts (pretrain/engine/launch.py wraps torchrun); the trainers die with this launcher.
+# Exit status: 0 done; 2 an error in the command (config, train.out_dir a file or in use by another run),
+# one line on stderr; 75 stopped by SIGUSR1/SIGTERM after writing a checkpoint (resume with --resume auto);
+# 1 anything else. See docs/pretraining.md for the run folder, its lock and a SLURM script.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}" >&2; exit 2; }
@@ -45,11 +48,11 @@ PY=${PYTHON:-python}
 [ -n "$NPROC" ] || NPROC=$("$PY" -c 'import torch; print(max(1, torch.cuda.device_count()))')
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 if [ "$NNODES" = "1" ]; then
-  exec "$PY" -m torch.distributed.run --standalone --nnodes=1 --nproc-per-node="$NPROC" \
-    -m pretrain.train --config "$@"
+  exec "$PY" -m pretrain.engine.launch --standalone --nnodes=1 --nproc-per-node="$NPROC" \
+    -- --config "$@"
 fi
 [ -n "$NODE_RANK" ] || { echo "--node-rank (or NODE_RANK) is required with --nnodes $NNODES" >&2; exit 2; }
 [ -n "$MASTER_ADDR" ] || { echo "--master-addr (or MASTER_ADDR) is required with --nnodes $NNODES" >&2; exit 2; }
-exec "$PY" -m torch.distributed.run --nnodes="$NNODES" --node-rank="$NODE_RANK" \
+exec "$PY" -m pretrain.engine.launch --nnodes="$NNODES" --node-rank="$NODE_RANK" \
   --master-addr="$MASTER_ADDR" --master-port="$MASTER_PORT" \
-  --nproc-per-node="$NPROC" -m pretrain.train --config "$@"
+  --nproc-per-node="$NPROC" -- --config "$@"

@@ -91,6 +91,7 @@ DEFAULTS: Dict[str, Any] = {
         "resume": None,                      # null | auto | a run or checkpoint folder
         "checkpoint_steps": 1000,            # mid-epoch resume checkpoint every N optimizer steps (0 = off)
         "save_every": 50,                    # keep epoch_XXXX.safetensors every N epochs (0 = off)
+        "keep_checkpoints": 2,               # resume checkpoints kept (the newest; --resume auto falls back)
         "max_bad_steps": 10,                 # non-finite losses in a row before stopping
         "max_steps": 0,                      # stop after this many optimizer steps (smoke runs; 0 = off)
         "channels_last": False,

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 import yaml
 
 from .. import dist as du
-from ..checkpoint.resume import find_checkpoint, link_or_copy, load_checkpoint, save_checkpoint
+from ..checkpoint.files import copy_file_atomic
+from ..checkpoint.resume import load_checkpoint, save_checkpoint
 from .rng import rng_state, seed_everything, set_rng_state
+from .runfolder import choose_checkpoint
 
 log = logging.getLogger("pretrain")
 
@@ -55,33 +56,19 @@ class Progress:
 
 def resume_source(resume: Optional[str], out_dir: str) -> Optional[str]:
     """The checkpoint folder ``train.resume`` designates: None (start fresh) for null, ``auto`` (``out_dir``'s
-    latest checkpoint, or None when it has none), or a run / checkpoint folder (an error when it has none)."""
-    if resume in (None, "", "none", False):
-        return None
-    if resume == "auto":
-        ckpt = find_checkpoint(out_dir) if os.path.isdir(out_dir) else None
-        if ckpt is None:
-            log.info("resume=auto: no checkpoint in %s, starting from scratch", out_dir)
-        return ckpt
-    if not os.path.exists(resume):
-        raise FileNotFoundError(f"train.resume: {resume} does not exist")
-    ckpt = find_checkpoint(resume)
-    if ckpt is None:
-        raise FileNotFoundError(f"train.resume: no checkpoint in {resume} (expected {resume}/checkpoints/latest "
-                                "or a checkpoints/step_* folder)")
+    newest intact checkpoint, or None when it has none), or a run / checkpoint folder (an error when it has
+    none). A damaged newer checkpoint is passed over with a warning naming the file."""
+    ckpt, damaged = choose_checkpoint(resume, out_dir)
+    for reason in damaged:
+        log.warning("checkpoint passed over: %s; resuming from the newest intact one, %s", reason, ckpt)
     return ckpt
 
 
 def start_fresh(out_dir: str, bad_log: str, rank: int) -> None:
-    """A run that does not resume: a fresh unreadable-image log; an earlier run's checkpoints are kept aside."""
+    """A run that does not resume: a fresh unreadable-image log (an earlier run in ``out_dir`` was moved
+    aside whole by :func:`.runfolder.prepare_run_folder` before)."""
     if os.path.exists(bad_log):
         os.remove(bad_log)
-    old = os.path.join(out_dir, "checkpoints")
-    if rank == 0 and os.path.isdir(old):
-        aside = f"{old}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
-        os.replace(old, aside)
-        log.warning("%s held checkpoints of an earlier run and train.resume is not set: starting from scratch; "
-                    "the old checkpoints are kept in %s (use --resume auto to continue a run)", out_dir, aside)
 
 
 class RunCheckpoints:
@@ -92,19 +79,23 @@ class RunCheckpoints:
         objective: the run's objective (format tag, architecture, generator states, label).
         model, ema, optimizer, scaler: what is saved besides the counters (``ema`` may be None).
         device, rank, world, batch_size: this process, the number of processes, the per-process batch.
+        keep: resume checkpoints kept (``train.keep_checkpoints``), the newest ones.
     """
 
     def __init__(self, out_dir: str, cfg: Dict[str, Any], objective, model, ema, optimizer, scaler, device,
-                 rank: int, world: int, batch_size: int):
+                 rank: int, world: int, batch_size: int, keep: int = 2):
         self.out_dir, self.cfg, self.objective = out_dir, cfg, objective
         self.model, self.ema, self.optimizer, self.scaler = model, ema, optimizer, scaler
         self.device, self.rank, self.world, self.batch_size = device, rank, world, batch_size
         self.arch = objective.arch(model)
+        self.keep = keep
 
     def save(self, p: Progress, epoch: int, batch: int, epoch_end: bool = False,
              record: Optional[Dict[str, Any]] = None) -> None:
         """Resume checkpoint at position (epoch, batch) [collective]; on rank 0 also the top-level files
-        (``model``/``ema.safetensors``, and at an epoch end ``best``/``best_ema``/``epoch_XXXX.safetensors``)."""
+        (``model``/``ema.safetensors``, and at an epoch end ``best``/``best_ema``/``epoch_XXXX.safetensors``):
+        copies of the checkpoint's verified files, each replaced atomically, so that neither pruning nor a
+        damaged checkpoint can take them along."""
         per_rank = du.gather_objects({"rng": rng_state(self.device), "mixer": self.objective.state_dict(),
                                       "partial": p.partial})
         if self.rank != 0:
@@ -119,19 +110,19 @@ class RunCheckpoints:
         extra = {"epochs_done": epoch, "mixer": self.cfg["mixer"].get("name"),
                  "val_top1": (record or {}).get("val_top1")}
         folder = save_checkpoint(self.out_dir, p.step, weights, state, self.arch, extra,
-                                 fmt=self.objective.weights_format)
+                                 keep=self.keep, fmt=self.objective.weights_format)
         top = lambda name: os.path.join(self.out_dir, name)  # noqa: E731
-        for name in weights:
-            link_or_copy(os.path.join(folder, f"{name}.safetensors"), top(f"{name}.safetensors"))
+        for name in weights:  # model, ema
+            copy_file_atomic(os.path.join(folder, f"{name}.safetensors"), top(f"{name}.safetensors"))
         if epoch_end and record is not None:
             done = epoch - 1  # the epoch just finished
             if record.get("new_best_top1"):
-                link_or_copy(os.path.join(folder, "model.safetensors"), top("best.safetensors"))
+                copy_file_atomic(os.path.join(folder, "model.safetensors"), top("best.safetensors"))
             if self.ema is not None and record.get("new_best_ema_top1"):
-                link_or_copy(os.path.join(folder, "ema.safetensors"), top("best_ema.safetensors"))
+                copy_file_atomic(os.path.join(folder, "ema.safetensors"), top("best_ema.safetensors"))
             every = int(self.cfg["train"]["save_every"])
             if every and (done + 1) % every == 0:
-                link_or_copy(os.path.join(folder, "model.safetensors"), top(f"epoch_{done + 1:04d}.safetensors"))
+                copy_file_atomic(os.path.join(folder, "model.safetensors"), top(f"epoch_{done + 1:04d}.safetensors"))
 
     def restore(self, ckpt: str, p: Progress, seed: int, steps_per_epoch: int) -> None:
         """Load ``ckpt`` into the model, EMA, optimizer and scaler and ``p``; this rank's generators and the

@@ -5,18 +5,64 @@
   checkpoint (what a killed run logged after it is dropped);
 * :class:`StopSignals`: SIGUSR1/SIGTERM (SLURM pre-emption, torchrun) ask the step to stop after it
   finishes, so that the engine writes a checkpoint and exits instead of dying mid-write;
-  :func:`ignore_stop_signals` keeps the loader workers alive meanwhile.
+  :func:`ignore_stop_signals` keeps the loader workers alive meanwhile;
+* :func:`die_with_launcher`: a process started by torchrun (which puts it in its own session) is killed
+  when its launcher dies, even by SIGKILL (Linux ``PR_SET_PDEATHSIG``), so no trainer outlives
+  ``tools/pretrain.sh``; loader workers likewise die with their trainer;
+* :func:`write_exit_status`: each process's exit status for the launcher (torchrun forgets them after a
+  signal).
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
 import signal
+import sys
 import threading
 from typing import Any, Dict, Optional
 
 log = logging.getLogger("pretrain")
+
+LAUNCHER_PID_ENV = "VITMIX_LAUNCHER_PID"   # set by pretrain.engine.launch: the torchrun agent, our parent
+STATUS_DIR_ENV = "VITMIX_STATUS_DIR"       # set by pretrain.engine.launch: where each rank leaves its status
+_PR_SET_PDEATHSIG = 1
+
+
+def set_parent_death_signal(sig: int = signal.SIGKILL) -> bool:
+    """Ask Linux to send ``sig`` to this process when its parent dies; False where that is not possible."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def die_with_launcher() -> None:
+    """Under torchrun: die (SIGKILL) when the launcher does. The last checkpoint is complete whatever the
+    moment (atomic writes); a clean stop with a checkpoint is SIGTERM/SIGUSR1 to the launcher."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ and LAUNCHER_PID_ENV not in os.environ:
+        return
+    set_parent_death_signal(signal.SIGKILL)
+    launcher = os.environ.get(LAUNCHER_PID_ENV)
+    if launcher and launcher.isdigit() and os.getppid() != int(launcher):  # it died before prctl
+        os._exit(1)
+
+
+def write_exit_status(code: int, message: str = "") -> None:
+    """Leave this process's exit status (and its one-line error message) where the launcher looks
+    (``$VITMIX_STATUS_DIR/rank<RANK>``)."""
+    folder = os.environ.get(STATUS_DIR_ENV)
+    if not folder or not os.path.isdir(folder):
+        return
+    try:
+        with open(os.path.join(folder, f"rank{os.environ.get('RANK', '0')}"), "w") as f:
+            f.write(f"{int(code)}\n{' '.join(message.split())}\n")
+    except OSError:
+        pass
 
 
 class RunLog:
@@ -61,6 +107,14 @@ class RunLog:
                 if keep(r):
                     f.write(json.dumps(r) + "\n")
         os.replace(tmp, path)
+
+    def last_epoch(self) -> Dict[str, Any]:
+        """The last record of ``metrics.jsonl`` ({} when there is none)."""
+        if not self.active or not os.path.isfile(self.metrics):
+            return {}
+        with open(self.metrics) as f:
+            rows = [x for x in f if x.strip()]
+        return json.loads(rows[-1]) if rows else {}
 
     def step(self, record: Dict[str, Any]) -> None:
         if not self.active:
@@ -123,7 +177,8 @@ class StopSignals:
 def ignore_stop_signals(_worker_id: int) -> None:
     """Loader workers ignore SIGUSR1/SIGTERM: a pre-empted job signals every process, and the training
     process must still get its batches while it finishes the step and writes its checkpoint. Workers
-    exit with their parent."""
+    exit with their parent (at once on Linux: ``PR_SET_PDEATHSIG``)."""
+    set_parent_death_signal(signal.SIGKILL)
     for name in StopSignals.SIGNALS:
         sig = getattr(signal, name, None)
         if sig is not None:

@@ -37,13 +37,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import dist as du
 from ..amp import AMP_DTYPES
-from ..checkpoint import write_timm_config
+from ..checkpoint import write_text_atomic, write_timm_config
 from ..checkpoint.formats import VIT
 from ..data.build import Data, build_data
 from ..data.robust import read_bad_images
 from ..objectives import build_objective
 from .optim import build_optimizer, build_schedule
-from .resume import Progress, RunCheckpoints, resume_source, start_fresh
+from .resume import Progress, RunCheckpoints, start_fresh
+from .runfolder import keep_checkpoints, prepare_run_folder
 from .rng import seed_everything, set_deterministic
 from .runlog import RunLog, StopSignals, ignore_stop_signals
 from .step import TrainStep
@@ -56,17 +57,26 @@ INTERRUPTED = 75  # exit status of a run stopped by a signal after writing its c
 def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
     """Train as the config says; returns the summary also written to ``<out_dir>/summary.json``."""
     rank, world, device = du.init_distributed()
-    mc, dc, oc, tc = cfg["model"], cfg["data"], cfg["optim"], cfg["train"]
-    out_dir = tc["out_dir"]
+    tc = cfg["train"]
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     log.setLevel(logging.INFO if rank == 0 else logging.WARNING)
     set_deterministic(bool(tc["deterministic"]))
     seed = int(tc["seed"])
     seed_everything(seed + rank)
-    os.makedirs(out_dir, exist_ok=True)
-    ckpt = resume_source(tc.get("resume"), out_dir)
+    # rank 0: out_dir usable, its lock taken, the checkpoint chosen (newest intact), an earlier run moved aside
+    ckpt, lock = prepare_run_folder(cfg, rank)
+    try:
+        return _train(cfg, rank, world, device, ckpt)
+    finally:
+        if lock is not None:
+            lock.release()
 
+
+def _train(cfg: Dict[str, Any], rank: int, world: int, device: torch.device, ckpt: Optional[str]) -> Dict[str, Any]:
+    mc, dc, oc, tc = cfg["model"], cfg["data"], cfg["optim"], cfg["train"]
+    out_dir = tc["out_dir"]
+    seed = int(tc["seed"])
     # the objective first: its mixer may wrap the training set (per-sample side information such as label
     # maps); the model after the data, from the global torch generator
     objective = build_objective(cfg, seed=seed * 1000 + rank).to(device)
@@ -102,7 +112,8 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
 
     # resume: weights, optimizer, scaler, EMA, sampler position, generators, counters
     p = Progress(objective.num_details)
-    checkpoints = RunCheckpoints(out_dir, cfg, objective, model, ema, optimizer, scaler, device, rank, world, bs)
+    checkpoints = RunCheckpoints(out_dir, cfg, objective, model, ema, optimizer, scaler, device, rank, world, bs,
+                                 keep=keep_checkpoints(tc))
     if ckpt is not None:
         checkpoints.restore(ckpt, p, seed, steps_per_epoch)
 
@@ -132,6 +143,9 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
     bad_seen = len(read_bad_images(data.bad_log))
     last_ckpt = p.step
     max_steps, log_every, ckpt_every = int(tc["max_steps"]), int(tc["log_interval"]), int(tc["checkpoint_steps"])
+    if ckpt is not None and p.start_epoch >= epochs:
+        log.info("%s: the run already finished its %d epochs, nothing to train (raise train.epochs to continue)",
+                 ckpt, epochs)
     try:
         with StopSignals(step_fn) as signals:
             for epoch in range(p.start_epoch, epochs):
@@ -239,10 +253,9 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
     summary = {"out_dir": out_dir, "best_top1": p.best["top1"], "best_ema_top1": p.best["ema_top1"] if ema else None,
                "steps": p.step, "skipped_steps": p.bad_total,
                "bad_images": len(read_bad_images(data.bad_log)), "stopped": stopped,
-               "final": history[-1] if history else {}}
+               "final": history[-1] if history else runlog.last_epoch()}  # resumed a finished run: its last
     if rank == 0:
-        with open(os.path.join(out_dir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+        write_text_atomic(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=2))
         if last_eval and not interrupted:
             objective.on_run_end(out_dir, last_eval)
     du.barrier()
