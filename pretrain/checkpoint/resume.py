@@ -20,12 +20,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from .files import (DiskFullError, copy_file_atomic, fsync_dir, is_disk_full, load_state, load_weights, save_state,
+from .files import (DiskFullError, fsync_dir, is_disk_full, load_state, load_weights, save_state,
                     save_weights, sha256_file, tensor_bytes, write_text_atomic)
 from .formats import VIT
 
 __all__ = ["CKPT_DIR", "LATEST", "MANIFEST", "CheckpointDamaged", "save_checkpoint", "find_checkpoint",
-           "find_intact_checkpoint", "verify_checkpoint", "list_checkpoints", "load_checkpoint", "link_or_copy"]
+           "find_intact_checkpoint", "verify_checkpoint", "list_checkpoints", "load_checkpoint"]
 
 log = logging.getLogger("pretrain")
 
@@ -196,9 +196,3 @@ def load_checkpoint(ckpt: str) -> Tuple[Dict[str, Dict[str, torch.Tensor]], Dict
     state = load_state(os.path.join(ckpt, "state.pt"))
     weights = {k: load_weights(os.path.join(ckpt, f"{k}.safetensors")) for k in state.get("weights", ["model"])}
     return weights, state
-
-
-def link_or_copy(src: str, dst: str) -> None:
-    """Make ``dst`` a copy of ``src``, replaced atomically. (It used to be a hard link; a damaged or pruned
-    checkpoint must not take the top-level weights with it, so it is a separate file now.)"""
-    copy_file_atomic(src, dst)
