@@ -19,6 +19,7 @@ from .engine.config import load_config
 from .engine.runfolder import BREAK_LOCK_ENV, RunFolderError, preflight
 from .engine.runlog import die_with_launcher, write_exit_status
 from .engine.train import INTERRUPTED, train
+from .mixing import mixer_options
 
 CONFIG_ERROR = 2
 
@@ -63,6 +64,7 @@ def parse_command(argv: Optional[List[str]], prog: Optional[str] = None) -> Tupl
     overrides = list(args.overrides) + ([f"train.resume={args.resume}"] if args.resume else [])
     try:
         cfg = load_config(args.config, overrides)
+        mixer_options(cfg["mixer"])  # the mixer's option names and types, before any process starts
     except KeyError as exc:  # KeyError's str() quotes its message
         raise CommandError(f"config error: {exc.args[0] if exc.args else exc}") from None
     except (ValueError, TypeError, FileNotFoundError) as exc:

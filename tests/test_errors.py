@@ -313,3 +313,14 @@ def test_a_number_key_that_also_takes_a_word():
     assert load_config(cfg_file, ["optim.warmup_lr=1e-6"])["optim"]["warmup_lr"] == 1e-6
     with pytest.raises(ValueError, match=r"optim\.warmup_lr must be a number or gradual.*'slow'"):
         load_config(cfg_file, ["optim.warmup_lr=slow"])
+
+
+def test_a_bad_mixer_option_stops_the_command_before_training(tmp_path):
+    """mixer.mixup_alpha=abc: exit 2 with one line naming mixer.mixup_alpha, nothing written to the run folder."""
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "pretrain.train", "--config", SYNTH_CFG, "mixer.mixup_alpha=abc",
+                        f"train.out_dir={out}"], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=REPO), cwd=REPO)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "mixer.mixup_alpha" in r.stderr and "'abc'" in r.stderr
+    assert not out.exists() or not any(out.iterdir())

@@ -84,8 +84,10 @@ def available_mixers():
     return sorted(_REGISTRY)
 
 
-def build_mixer(cfg: Dict[str, Any], num_classes: int, seed=None):
-    """Build a mixer from ``{'name': ..., **options}``; unknown names or options raise ValueError."""
+def mixer_options(cfg: Dict[str, Any]):
+    """``(name, class, keyword options)`` of a mixer config ``{'name': ..., **options}``, checked without
+    building anything: unknown names or options, and option values of the wrong type (against the type of
+    their defaults; numbers written as strings become numbers), raise ValueError naming ``mixer.<key>``."""
     cfg = dict(cfg or {"name": "none"})
     name = str(cfg.pop("name", "none")).lower()
     if name not in _REGISTRY:
@@ -99,12 +101,18 @@ def build_mixer(cfg: Dict[str, Any], num_classes: int, seed=None):
     defaults_of = _init_defaults(cls)
     kwargs = {k: _checked_value(name, k, v, defaults_of[k]) if k in cfg and k in defaults_of else v
               for k, v in kwargs.items()}
+    return name, cls, kwargs
+
+
+def build_mixer(cfg: Dict[str, Any], num_classes: int, seed=None):
+    """Build a mixer from ``{'name': ..., **options}``; bad names or options raise ValueError
+    (:func:`mixer_options`)."""
+    name, cls, kwargs = mixer_options(cfg)
     try:
         return cls(num_classes, seed=seed, **kwargs)
     except TypeError as exc:
         raise ValueError(f"bad option for mixer '{name}': {exc}") from exc
 
-
 __all__ = ["AttentiveCutMix", "MixedBatch", "Mixer", "MixupCutMix", "PuzzleMix", "SaliencyMix", "TokenMix",
-           "TransMix", "build_mixer", "available_mixers", "mix_targets", "soft_target_cross_entropy",
-           "transmix_lambda"]
+           "TransMix", "build_mixer", "mixer_options", "available_mixers", "mix_targets",
+           "soft_target_cross_entropy", "transmix_lambda"]
