@@ -349,21 +349,28 @@ def test_label_map_dataset_follows_crop_and_flip(tmp_path):
         LabelMapDataset(ds, str(tmp_path / "missing"))
 
 
-def test_make_label_maps_tool_and_training_batch(tmp_path):
+def _run_label_maps_tool(tmp_path):
+    """vitmix-make-label-maps on ``tmp_path/train`` with a 1-block 32 px teacher: (teacher, maps folder)."""
     from pretrain.mixing import label_maps_cli as make_label_maps  # tools/make_label_maps.py's main
-    from torch.utils.data import DataLoader
-    from torchvision import transforms as T
-    from torchvision.datasets import ImageFolder
     from pretrain.checkpoint import save_weights
     from pretrain.models.vit import vit_arch
 
-    _ramp_folder(tmp_path / "train", n_per_class=4)
     teacher = create_vit("deit_tiny_patch16_224", 2, img_size=32, patch_size=8, depth=1)
     ckpt = tmp_path / "teacher.safetensors"
     save_weights(str(ckpt), teacher.state_dict(), vit_arch(teacher, "deit_tiny_patch16_224"))
     out = tmp_path / "maps"
     assert make_label_maps.main(["--data", str(tmp_path / "train"), "--out", str(out), "--teacher-checkpoint",
                                  str(ckpt), "--workers", "0", "--batch-size", "3", "--device", "cpu"]) == 0
+    return teacher, out
+
+
+def test_make_label_maps_tool_and_training_batch(tmp_path):
+    from torch.utils.data import DataLoader
+    from torchvision import transforms as T
+    from torchvision.datasets import ImageFolder
+
+    _ramp_folder(tmp_path / "train", n_per_class=4)
+    teacher, out = _run_label_maps_tool(tmp_path)
     maps = np.load(out / "maps.npy")
     assert maps.shape == (8, 4, 4) and maps.dtype == np.float16
     # the stored maps are the teacher's CLS attention on the resized whole image
@@ -392,20 +399,12 @@ def test_make_label_maps_tool_and_training_batch(tmp_path):
 def test_make_label_maps_skips_hidden_folders_like_the_training_dataset(tmp_path):
     """A ``.ipynb_checkpoints/`` in the split is no class for the label-map tool either: its index and
     labels line up with the engine's dataset (torchvision's ImageFolder would make it class 0)."""
-    from pretrain.mixing import label_maps_cli as make_label_maps
     from pretrain.data.folders import RobustImageFolder
-    from pretrain.checkpoint import save_weights
-    from pretrain.models.vit import vit_arch
 
     img = _ramp_folder(tmp_path / "train", n_per_class=2)
     os.makedirs(tmp_path / "train" / ".ipynb_checkpoints")
     Image.fromarray(img).save(tmp_path / "train" / ".ipynb_checkpoints" / "0-checkpoint.png")
-    teacher = create_vit("deit_tiny_patch16_224", 2, img_size=32, patch_size=8, depth=1)
-    ckpt = tmp_path / "teacher.safetensors"
-    save_weights(str(ckpt), teacher.state_dict(), vit_arch(teacher, "deit_tiny_patch16_224"))
-    out = tmp_path / "maps"
-    assert make_label_maps.main(["--data", str(tmp_path / "train"), "--out", str(out), "--teacher-checkpoint",
-                                 str(ckpt), "--workers", "0", "--batch-size", "3", "--device", "cpu"]) == 0
+    _, out = _run_label_maps_tool(tmp_path)
     index = (out / "index.txt").read_text().split()
     engine = RobustImageFolder(str(tmp_path / "train"))
     assert index == [os.path.relpath(p, tmp_path / "train") for p, _ in engine.samples]

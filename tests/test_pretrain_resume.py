@@ -30,15 +30,6 @@ def resume_overrides(root, out, workers):
             "train.deterministic=true", "train.tensorboard=false", "optim.lr=2e-3", "optim.clip_grad=5.0"]
 
 
-@pytest.fixture
-def deterministic_cpu():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(False)
-
-
 def _steps(path):
     return [json.loads(x) for x in open(path)]
 

@@ -40,15 +40,6 @@ def tiny(root, out, *extra, epochs=1, workers=0):
             "optim.lr=2e-3", *extra]
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(False)
-
-
 def _tree(folder):
     """{relative path: sha256} of every file under ``folder``."""
     out = {}
@@ -108,6 +99,18 @@ def _kill_all(pids):
 
 # --- the lock ---------------------------------------------------------------------------------------------
 
+def _hold_lock(out, seconds):
+    """Another process holding ``out``'s run lock for ``seconds`` (it prints "locked" once it has it)."""
+    code = textwrap.dedent(f"""
+        import time
+        from pretrain.engine.runfolder import RunLock
+        lock = RunLock({str(out)!r}).acquire()
+        print("locked", flush=True)
+        time.sleep({seconds})
+    """)
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=ENV)
+
+
 def _dead_pid():
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
@@ -118,14 +121,7 @@ def test_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path, caplog):
     out = tmp_path / "run"
     out.mkdir()
     # a live holder in another process: refused, the message names the folder, host and pid
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import sys, time
-        sys.path.insert(0, {ROOT!r})
-        from pretrain.engine.runfolder import RunLock
-        lock = RunLock({str(out)!r}).acquire()
-        print("locked", flush=True)
-        time.sleep(60)
-    """)], stdout=subprocess.PIPE, text=True, env=ENV)
+    holder = _hold_lock(out, 60)
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(RunFolderError) as info:
@@ -162,7 +158,7 @@ def test_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path, caplog):
 
 
 @pytest.mark.slow
-def test_a_second_run_into_the_folder_of_a_live_run_refuses(synthetic_root, tmp_path, one_thread):
+def test_a_second_run_into_the_folder_of_a_live_run_refuses(synthetic_root, tmp_path, deterministic_cpu):
     out = tmp_path / "run"
     first = subprocess.Popen([sys.executable, "-m", "pretrain.train", "--config", CFG,
                               *tiny(synthetic_root, out, epochs=500)], env=ENV, cwd=ROOT,
@@ -196,7 +192,7 @@ def test_a_second_run_into_the_folder_of_a_live_run_refuses(synthetic_root, tmp_
 # --- earlier runs ------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_a_rerun_without_resume_moves_the_earlier_run_aside_intact(synthetic_root, tmp_path, one_thread, caplog):
+def test_a_rerun_without_resume_moves_the_earlier_run_aside_intact(synthetic_root, tmp_path, deterministic_cpu, caplog):
     out = tmp_path / "run"
     train(load_config(CFG, tiny(synthetic_root, out, "model.ema=true", "model.ema_decay=0.9",
                                 "train.checkpoint_steps=2", epochs=2)))
@@ -226,7 +222,7 @@ def _truncate(path, keep_fraction=0.5):
 
 
 @pytest.mark.slow
-def test_resume_auto_falls_back_past_a_damaged_checkpoint(synthetic_root, tmp_path, one_thread, caplog):
+def test_resume_auto_falls_back_past_a_damaged_checkpoint(synthetic_root, tmp_path, deterministic_cpu, caplog):
     ref = tmp_path / "ref"
     ref_summary = train(load_config(CFG, tiny(synthetic_root, ref, epochs=1)))
     ref_model = load_file(str(ref / "model.safetensors"))
@@ -332,7 +328,7 @@ def test_a_full_disk_names_the_folder_and_the_space_needed(tmp_path, monkeypatch
 
 
 def test_a_full_disk_ends_the_run_with_the_message_and_the_earlier_checkpoint(synthetic_root, tmp_path, monkeypatch,
-                                                                               capsys, one_thread):
+                                                                               capsys, deterministic_cpu):
     import pretrain.checkpoint.resume as resume
     from pretrain.train import main
     out = tmp_path / "run"
@@ -484,14 +480,7 @@ def test_in_ddp_rank_0_locks_and_every_rank_fails_together(synthetic_root, tmp_p
     (status 2, the message once), none hangs in a collective."""
     out = tmp_path / "run"
     out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import sys, time
-        sys.path.insert(0, {ROOT!r})
-        from pretrain.engine.runfolder import RunLock
-        lock = RunLock({str(out)!r}).acquire()
-        print("locked", flush=True)
-        time.sleep(120)
-    """)], stdout=subprocess.PIPE, text=True, env=ENV)
+    holder = _hold_lock(out, 120)
     try:
         assert holder.stdout.readline().strip() == "locked"
         t0 = time.time()
