@@ -7,7 +7,8 @@
   repeated-augmentation :class:`pretrain.data.samplers.EpochSampler`; loaders with their own generators);
 * :func:`build_val_loader`: the validation split alone in one process (MixMo's evaluation CLI).
 
-Every loader batch is ``(images (B, 3, H, W) float, labels (B,) int64[, extras])``; validation batches whose
+Every loader batch is ``(images (B, 3, H, W) float, labels (B,) int64[, extras])`` (``data.pipeline=fast``:
+training images ``(B, H, W, 3)`` uint8, made float by ``Data.device_transform`` on the device); validation batches whose
 samples were all unreadable are None (``collate_skip_none``).
 """
 from __future__ import annotations
@@ -35,6 +36,9 @@ class Data:
     train_loader: DataLoader
     val_loader: DataLoader
     bad_log: str
+    # data.pipeline=fast: uint8 training batches; ``device_transform(images, epoch, batch)`` on the device
+    # normalizes and erases them (:class:`pretrain.data.fast.device.DeviceAugment`); None for float batches
+    device_transform: Optional[Callable[..., torch.Tensor]] = None
 
 
 def build_dataset(cfg: Dict[str, Any], split: str, train: bool):
@@ -43,6 +47,9 @@ def build_dataset(cfg: Dict[str, Any], split: str, train: bool):
     their published layouts (:mod:`pretrain.data.small`; their own augmentation, ``data.img_size`` output)."""
     dc = cfg["data"]
     fmt = dc.get("format", "folder")
+    if fmt == "folder" and train and split == "train" and dc.get("pipeline", "timm") == "fast":
+        from .fast.dataset import build_fast_dataset
+        return build_fast_dataset(dc, dc["train_split"])
     if fmt == "folder":
         return build_folder_dataset(dc, dc["train_split"] if split == "train" else dc["val_split"], train=train)
     from .small import build_small_dataset
@@ -97,7 +104,11 @@ def build_data(cfg: Dict[str, Any], rank: int, world: int, out_dir: str,
                               persistent_workers=workers > 0, generator=gens[0], **common)
     val_loader = DataLoader(val_keyed, batch_size=bs, sampler=val_sampler, collate_fn=collate_skip_none,
                             generator=gens[1], **common)
-    return Data(train_set, val_set, sampler, train_loader, val_loader, bad_log)
+    device_transform = None
+    if dc.get("pipeline", "timm") == "fast":
+        from .fast.device import build_device_augment
+        device_transform = build_device_augment(dc, seed, rank)
+    return Data(train_set, val_set, sampler, train_loader, val_loader, bad_log, device_transform)
 
 
 def build_val_loader(cfg: Dict[str, Any], workers: Optional[int] = None):

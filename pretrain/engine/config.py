@@ -50,6 +50,10 @@ DEFAULTS: Dict[str, Any] = {
         "eval_crop_pct": 0.875,
         "repeated_aug": 1,                   # repeated-augmentation count (DeiT: 3); 1 = off
         "bad_image_tries": 32,               # unreadable images replaced by their successors up to this many in a row
+        "pipeline": "timm",                  # training data path: timm (PIL transforms, float tensors from the
+                                             # workers) | fast (same augmentation draws, scaled JPEG decode,
+                                             # uint8 from the workers, normalize + erasing batched on the device;
+                                             # folder format only; pretrain/data/fast)
     },
     "mixer": {"name": "mixup_cutmix", "label_smoothing": 0.1},
     "optim": {
@@ -195,6 +199,9 @@ def validate(cfg: Dict[str, Any]) -> None:
         (int(d["img_size"]) > 0, f"data.img_size must be > 0, got {d['img_size']}"),
         (int(d["workers"]) >= 0, f"data.workers must be >= 0, got {d['workers']}"),
         (int(d["repeated_aug"]) >= 1, f"data.repeated_aug must be >= 1 (1 = off), got {d['repeated_aug']}"),
+        (d["pipeline"] in ("timm", "fast"), f"data.pipeline must be timm|fast, got {d['pipeline']!r}"),
+        (d["pipeline"] == "timm" or d["format"] == "folder",
+         f"data.pipeline=fast reads ImageNet-style folders only (data.format=folder), got {d['format']!r}"),
         (int(d["bad_image_tries"]) >= 1, f"data.bad_image_tries must be >= 1, got {d['bad_image_tries']}"),
         (0.0 <= float(d["re_prob"]) <= 1.0, f"data.re_prob must lie in [0, 1], got {d['re_prob']}"),
         (0.0 < float(d["eval_crop_pct"]) <= 1.0, f"data.eval_crop_pct must lie in (0, 1], got {d['eval_crop_pct']}"),

@@ -158,6 +158,8 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
                         break
                     data_wait += time.time() - t0
                     images = batch[0].to(device, non_blocking=True)
+                    if data.device_transform is not None:  # data.pipeline=fast: uint8 -> normalized, erased
+                        images = data.device_transform(images, epoch, i)
                     labels = batch[1].to(device, non_blocking=True)
                     extras = _to_device(batch[2], device) if len(batch) > 2 else None
                     lr = lr_fn(p.step)

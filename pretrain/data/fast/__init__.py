@@ -1,0 +1,15 @@
+"""Training data paths other than timm's PIL transforms, selected by ``data.pipeline``.
+
+* ``timm`` (the default): :func:`pretrain.data.folders.build_transforms`, timm's ``create_transform``; workers
+  hand normalized, erased float tensors.
+* ``fast``: :mod:`.dataset`. The same augmentation parameters from the same per-sample random streams
+  (timm's RandomResizedCrop draws, torchvision's flip draw, timm's own RandAugment object), but the JPEG is
+  decoded at the smallest libjpeg-turbo DCT scale that still covers the crop at the output size
+  (:mod:`.decode`), the crop is resampled straight from the decoded image (PIL bicubic with a box), and the
+  workers hand ``(H, W, 3)`` uint8 tensors. Normalization and random erasing run batched on the device in
+  the training loop (:class:`.device.DeviceAugment`; the erasing boxes have timm's distribution, drawn from
+  a generator seeded by ``(seed, rank, epoch, batch)``).
+
+``tools/bench_loader.py`` measures both per core and per stage.
+"""
+PIPELINES = ("timm", "fast")
