@@ -105,17 +105,17 @@ def test_scaled_decode_of_a_large_image(tmp_path, backend):
         random.seed(k)
         b, pb = scaled.crop(path, (128, 128))
         assert pa == pb
-        assert a.img.size == (1200, 900)
+        assert a.size == (1200, 900)
         need = max(128 / pa[3], 128 / pa[2])
         if need <= 0.5:
             seen += 1
             f = pow2_factor(need)
-            assert b.img.size == (math.ceil(1200 * f), math.ceil(900 * f)) and f <= 0.5
+            assert b.size == (math.ceil(1200 * f), math.ceil(900 * f)) and f <= 0.5
             x0, y0, x1, y1 = b.box(*pb)
             assert x1 - x0 >= 128 - 1e-6 and y1 - y0 >= 128 - 1e-6  # never upsampled
             from pretrain.data.fast.decode import resample
-            x = np.asarray(resample(a, pa, (128, 128)), float)
-            y = np.asarray(resample(b, pb, (128, 128)), float)
+            x = resample(a, pa, (128, 128)).numpy().astype(float)
+            y = resample(b, pb, (128, 128)).numpy().astype(float)
             assert np.abs(x - y).mean() < 6.0
     assert seen >= 5
 
@@ -186,6 +186,9 @@ def test_fast_dataset_labels_and_batches(photo_root):
     cfg = defaults()
     cfg["data"].update(root=str(photo_root), num_classes=2, img_size=48, pipeline="fast")
     fast = build_dataset(cfg, "train", train=True)
+    cfg["data"]["pipeline"] = "fast_device"
+    on_device = build_dataset(cfg, "train", train=True)
+    assert on_device.fast.augment == [] and on_device.fast.hflip == 0.0 and fast.fast.hflip == 0.5
     cfg["data"]["pipeline"] = "timm"
     ref = build_dataset(cfg, "train", train=True)
     assert fast.classes == ref.classes and fast.samples == ref.samples
@@ -210,6 +213,15 @@ def test_pipeline_config_checks(tmp_path):
     cfg["data"].update(pipeline="fast", format="cifar10")
     with pytest.raises(ValueError, match="folder"):
         validate(cfg)
+    cfg = defaults()
+    cfg["data"].update(pipeline="fast_device", auto_augment="original-mstd0.5")
+    with pytest.raises(ValueError, match="rand-"):
+        validate(cfg)
+    cfg["data"].update(auto_augment=None)  # timm would colour-jitter instead
+    with pytest.raises(ValueError, match="color_jitter"):
+        validate(cfg)
+    cfg["data"].update(color_jitter=0.0)
+    validate(cfg)
 
 
 def test_imagenet_like_sizes():
@@ -220,7 +232,8 @@ def test_imagenet_like_sizes():
 
 
 @pytest.mark.slow
-def test_fast_pipeline_run_resumes_exactly(synthetic_root, tmp_path):
+@pytest.mark.parametrize("pipeline", ["fast", "fast_device"])
+def test_fast_pipeline_run_resumes_exactly(synthetic_root, tmp_path, pipeline):
     from pretrain.engine.config import load_config
     from pretrain.engine.train import train
     import os
@@ -231,7 +244,7 @@ def test_fast_pipeline_run_resumes_exactly(synthetic_root, tmp_path):
     try:
         def cfg(out, extra):  # everything random on (tests/test_pretrain_resume.py), the fast data path
             over = [f"data.root={synthetic_root}/imagenet", "data.num_classes=4", "data.img_size=32",
-                    "data.batch_size=16", "data.workers=0", "data.repeated_aug=3", "data.pipeline=fast",
+                    "data.batch_size=16", "data.workers=0", "data.repeated_aug=3", f"data.pipeline={pipeline}",
                     "data.auto_augment=rand-m9-mstd0.5-inc1", "data.re_prob=0.25", "model.kwargs.img_size=32",
                     "model.kwargs.depth=2", "model.drop_path=0.1", "model.ema=true", "model.ema_decay=0.9",
                     "mixer.mixup_alpha=0.8", "mixer.switch_prob=0.5", f"train.out_dir={out}", "train.epochs=2",

@@ -19,6 +19,9 @@ RandAugment draws), and every stage is timed on its own:
   | flip | the same RandAugment | uint8 tensor; normalize + erasing run batched on the device
   (:class:`pretrain.data.fast.device.DeviceAugment`) and are reported on their own row (timed here on the CPU
   for a batch of ``--batch``, per image) and not counted in the worker's cost;
+* ``fast_device`` (``data.pipeline=fast_device``): the ``fast`` worker stages without the flip and RandAugment,
+  which run batched on the device with normalize + erasing (:class:`pretrain.data.fast.randaug.TensorRandAugment`);
+  the device row times all four on the CPU for a batch of ``--batch`` (a GPU does them in a fraction of that);
 * ``fast, full decode``: the same without the DCT scaling (what the uint8 hand-off and the box resample give);
 * ``fast, Pillow draft``: the DCT scaling through Pillow's ``draft()`` (1/2, 1/4, 1/8 only) for installs
   without simplejpeg.
@@ -42,7 +45,10 @@ import time
 import torch
 
 from pretrain.data.fast.dataset import FastTrainTransform
-from pretrain.data.fast.decode import resample, simplejpeg, to_uint8_hwc
+import numpy as np
+from PIL import Image
+
+from pretrain.data.fast.decode import resample, simplejpeg
 from pretrain.data.fast.device import DeviceAugment
 from pretrain.data.folders import build_transforms, load_rgb
 from pretrain.data.robust import seed_all, sample_seed
@@ -84,9 +90,9 @@ class TimmPath:
 
 
 class FastPath:
-    def __init__(self, img, name, scaled=True, backend="auto"):
+    def __init__(self, img, name, scaled=True, backend="auto", on_device=False):
         self.name = name
-        self.t = FastTrainTransform(_cfg(img), scaled=scaled, backend=backend)
+        self.t = FastTrainTransform(_cfg(img), scaled=scaled, backend=backend, on_device=on_device)
 
     def stages(self, path, clock):
         import random
@@ -95,12 +101,18 @@ class FastPath:
         clock("decode")
         out = resample(img, params, t.size, t.resample)
         clock("crop + resize")
-        if torch.rand(1) < t.hflip:
-            out = out.transpose(0)
+        flip = t.hflip and torch.rand(1) < t.hflip
+        if t.augment:
+            out = Image.fromarray(out.numpy(), "RGB")
+            if flip:
+                out = out.transpose(Image.FLIP_LEFT_RIGHT)
+        elif flip:
+            out = out.flip(1)
         clock("flip")
-        out = t.augment(out)
+        for a in t.augment:
+            out = a(out)
         clock("RandAugment")
-        x = torch.from_numpy(to_uint8_hwc(out).copy())
+        x = torch.from_numpy(np.array(out, dtype=np.uint8)) if t.augment else out
         clock("to tensor")
         return x
 
@@ -122,7 +134,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=64, help="batch of the device-side normalize + erasing timing")
     ap.add_argument("--model-ips", type=float, nargs="*", default=None,
                     help="model img/s for the cores-per-GPU column (default: the issue's DeiT-S/B H100 figures)")
-    ap.add_argument("--paths", default="timm,fast,fast_full,fast_pil")
+    ap.add_argument("--paths", default="timm,fast,fast_device,fast_full,fast_pil")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -138,11 +150,12 @@ def main(argv=None) -> int:
         return 2
     img = args.img_size
     makers = {"timm": lambda: TimmPath(img), "fast": lambda: FastPath(img, "fast"),
+              "fast_device": lambda: FastPath(img, "fast_device", on_device=True),
               "fast_full": lambda: FastPath(img, "fast, full decode", scaled=False),
               "fast_pil": lambda: FastPath(img, "fast, Pillow draft", backend="pil")}
     wanted = [p for p in args.paths.split(",") if p]
     if simplejpeg is None:
-        wanted = [p for p in wanted if p not in ("fast", "fast_full")]
+        wanted = [p for p in wanted if p not in ("fast", "fast_device", "fast_full")]
         print("note: simplejpeg is not installed: the simplejpeg rows are left out", file=sys.stderr)
     paths = [makers[p]() for p in wanted]
     stage_t = {p.name: {s: [] for s in STAGES} for p in paths}
@@ -168,16 +181,20 @@ def main(argv=None) -> int:
                 stage_t[name][stage].append(now - last[0])
                 last[0] = now
             p.stages(f, clock)
-    # device-side normalize + erasing of the uint8 paths: a CPU batch, per image
-    aug = DeviceAugment(re_prob=0.25)
+    # device-side stages of the uint8 paths, timed on the CPU for one batch, per image
+    from pretrain.data.fast.device import build_device_augment
     x = torch.randint(0, 256, (args.batch, img, img, 3), dtype=torch.uint8)
-    aug(x, 0, 0)
-    reps = []
-    for b in range(5):
-        t0 = time.perf_counter()
-        aug(x, 0, b + 1)
-        reps.append((time.perf_counter() - t0) / args.batch)
-    dev_ms = statistics.median(reps) * 1e3
+
+    def per_image(aug):
+        aug(x, 0, 0)
+        reps = []
+        for b in range(3):
+            t0 = time.perf_counter()
+            aug(x, 0, b + 1)
+            reps.append((time.perf_counter() - t0) / args.batch)
+        return statistics.median(reps) * 1e3
+    dev_ms = per_image(DeviceAugment(re_prob=0.25))
+    dev_ra_ms = per_image(build_device_augment({**_cfg(img), "pipeline": "fast_device"}, 0, 0))
     wall = time.perf_counter() - t_run
 
     model_ips = dict(MODEL_IPS) if args.model_ips is None else {f"{v:.0f} img/s": v for v in args.model_ips}
@@ -201,13 +218,16 @@ def main(argv=None) -> int:
         cells = []
         for n in names:
             v = mean_ms[n][s]
-            if v is None:
-                v = dev_ms if s == "normalize + erasing" else None
-                cells.append(f"on device ({v:.2f} on CPU)" if v is not None else "-")
+            if n == "fast_device" and s in ("flip", "RandAugment", "normalize + erasing"):
+                cells.append(f"on device ({dev_ra_ms:.2f} on CPU, with normalize + erasing)"
+                             if s == "normalize + erasing" else "on device")
+            elif v is None:
+                cells.append(f"on device ({dev_ms:.2f} on CPU)" if s == "normalize + erasing" else "-")
             else:
                 cells.append(f"{v:.2f}")
         print(f"| {s} | " + " | ".join(cells) + " |")
-    worker = {n: sum(v for v in mean_ms[n].values() if v is not None) for n in names}
+    worker = {n: sum(v for k, v in mean_ms[n].items() if v is not None
+                     and not (n == "fast_device" and k in ("flip", "RandAugment"))) for n in names}
     whole = {n: 1e3 * statistics.fmean(whole_t[n]) for n in names}
     print("| **worker total (sum of stages)** | " + " | ".join(f"**{worker[n]:.2f}**" for n in names) + " |")
     print("| whole sample through the dataset, ms | " + " | ".join(f"{whole[n]:.2f}" for n in names) + " |")
@@ -223,6 +243,7 @@ def main(argv=None) -> int:
         with open(args.json, "w") as f:
             json.dump({"date": str(datetime.date.today()), "cpu": cpu, "images": desc, "samples": args.images,
                        "img_size": img, "stage_ms": mean_ms, "device_normalize_erase_ms_on_cpu": dev_ms,
+                       "device_flip_randaugment_normalize_erase_ms_on_cpu": dev_ra_ms,
                        "worker_ms": worker, "whole_ms": whole, "img_per_s_per_core": ips,
                        "cores_per_gpu": {lab: {n: v / ips[n] for n in names} for lab, v in model_ips.items()}},
                       f, indent=2)

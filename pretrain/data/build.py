@@ -7,7 +7,7 @@
   repeated-augmentation :class:`pretrain.data.samplers.EpochSampler`; loaders with their own generators);
 * :func:`build_val_loader`: the validation split alone in one process (MixMo's evaluation CLI).
 
-Every loader batch is ``(images (B, 3, H, W) float, labels (B,) int64[, extras])`` (``data.pipeline=fast``:
+Every loader batch is ``(images (B, 3, H, W) float, labels (B,) int64[, extras])`` (``data.pipeline=fast|fast_device``:
 training images ``(B, H, W, 3)`` uint8, made float by ``Data.device_transform`` on the device); validation batches whose
 samples were all unreadable are None (``collate_skip_none``).
 """
@@ -47,7 +47,7 @@ def build_dataset(cfg: Dict[str, Any], split: str, train: bool):
     their published layouts (:mod:`pretrain.data.small`; their own augmentation, ``data.img_size`` output)."""
     dc = cfg["data"]
     fmt = dc.get("format", "folder")
-    if fmt == "folder" and train and split == "train" and dc.get("pipeline", "timm") == "fast":
+    if fmt == "folder" and train and split == "train" and dc.get("pipeline", "timm") != "timm":
         from .fast.dataset import build_fast_dataset
         return build_fast_dataset(dc, dc["train_split"])
     if fmt == "folder":
@@ -105,7 +105,7 @@ def build_data(cfg: Dict[str, Any], rank: int, world: int, out_dir: str,
     val_loader = DataLoader(val_keyed, batch_size=bs, sampler=val_sampler, collate_fn=collate_skip_none,
                             generator=gens[1], **common)
     device_transform = None
-    if dc.get("pipeline", "timm") == "fast":
+    if dc.get("pipeline", "timm") != "timm":
         from .fast.device import build_device_augment
         device_transform = build_device_augment(dc, seed, rank)
     return Data(train_set, val_set, sampler, train_loader, val_loader, bad_log, device_transform)

@@ -52,8 +52,10 @@ DEFAULTS: Dict[str, Any] = {
         "bad_image_tries": 32,               # unreadable images replaced by their successors up to this many in a row
         "pipeline": "timm",                  # training data path: timm (PIL transforms, float tensors from the
                                              # workers) | fast (same augmentation draws, scaled JPEG decode,
-                                             # uint8 from the workers, normalize + erasing batched on the device;
-                                             # folder format only; pretrain/data/fast)
+                                             # uint8 from the workers, normalize + erasing batched on the device)
+                                             # | fast_device (fast, and flip + RandAugment batched on the device
+                                             # too; needs a rand-* auto_augment); folder format only;
+                                             # pretrain/data/fast, docs/benchmarks/loader.md
     },
     "mixer": {"name": "mixup_cutmix", "label_smoothing": 0.1},
     "optim": {
@@ -199,7 +201,12 @@ def validate(cfg: Dict[str, Any]) -> None:
         (int(d["img_size"]) > 0, f"data.img_size must be > 0, got {d['img_size']}"),
         (int(d["workers"]) >= 0, f"data.workers must be >= 0, got {d['workers']}"),
         (int(d["repeated_aug"]) >= 1, f"data.repeated_aug must be >= 1 (1 = off), got {d['repeated_aug']}"),
-        (d["pipeline"] in ("timm", "fast"), f"data.pipeline must be timm|fast, got {d['pipeline']!r}"),
+        (d["pipeline"] in ("timm", "fast", "fast_device"),
+         f"data.pipeline must be timm|fast|fast_device, got {d['pipeline']!r}"),
+        (d["pipeline"] != "fast_device" or str(d["auto_augment"]).startswith("rand-")
+         or (not d["auto_augment"] and not d["color_jitter"]),
+         "data.pipeline=fast_device runs RandAugment ('rand-...') configs only (or none with color_jitter 0), "
+         f"got auto_augment={d['auto_augment']!r}"),
         (d["pipeline"] == "timm" or d["format"] == "folder",
          f"data.pipeline=fast reads ImageNet-style folders only (data.format=folder), got {d['format']!r}"),
         (int(d["bad_image_tries"]) >= 1, f"data.bad_image_tries must be >= 1, got {d['bad_image_tries']}"),

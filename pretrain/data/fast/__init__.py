@@ -10,6 +10,10 @@
   the training loop (:class:`.device.DeviceAugment`; the erasing boxes have timm's distribution, drawn from
   a generator seeded by ``(seed, rank, epoch, batch)``).
 
+* ``fast_device``: the workers only decode, crop and resample; the flip and RandAugment run batched on the
+  device too, before normalization and erasing (:class:`.randaug.TensorRandAugment`: timm's op and magnitude
+  distribution, Pillow's arithmetic per op), with draws from the same per-batch generator.
+
 ``tools/bench_loader.py`` measures both per core and per stage.
 """
-PIPELINES = ("timm", "fast")
+PIPELINES = ("timm", "fast", "fast_device")

@@ -1,4 +1,5 @@
-"""Normalization and random erasing of a uint8 batch, batched on its device (the ``fast`` pipeline's second half).
+"""Normalization and random erasing of a uint8 batch, batched on its device (the ``fast`` pipelines' second half;
+``fast_device`` also flips and RandAugments here, :mod:`.randaug`).
 
 :class:`DeviceAugment` turns the loader's ``(B, H, W, 3)`` uint8 batch into the ``(B, 3, H, W)`` float batch
 timm's ``ToTensor -> Normalize -> RandomErasing(mode, device)`` would give: the normalization is the same
@@ -75,12 +76,14 @@ class DeviceAugment:
     """
 
     def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 re_prob: float = 0.25, re_mode: str = "pixel", re_count: int = 1, seed: int = 0, rank: int = 0):
+                 re_prob: float = 0.25, re_mode: str = "pixel", re_count: int = 1, seed: int = 0, rank: int = 0,
+                 hflip: float = 0.0, rand_augment=None):
         if re_mode not in ("pixel", "rand", "const"):
             raise ValueError(f"re_mode must be pixel|rand|const, got {re_mode!r}")
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         self.re_prob, self.re_mode, self.re_count = float(re_prob), re_mode, max(int(re_count), 1)
         self.seed, self.rank = int(seed), int(rank)
+        self.hflip, self.rand_augment = float(hflip), rand_augment
         self._consts = {}
 
     def _mean_std(self, device):
@@ -93,25 +96,37 @@ class DeviceAugment:
         s = np.random.SeedSequence([self.seed, self.rank, int(epoch), int(batch), 0x45]).generate_state(2, np.uint32)
         return (int(s[0]) << 31) ^ int(s[1])
 
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(B, H, W, 3)`` or ``(B, 3, H, W)`` -> normalized float32 ``(B, 3, H, W)`` (contiguous)."""
+    @staticmethod
+    def to_float(images: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, H, W, 3)`` or ``(B, 3, H, W)`` -> float32 ``(B, 3, H, W)`` in [0, 255] (contiguous)."""
         if images.dtype != torch.uint8:
             raise TypeError(f"DeviceAugment expects uint8 images, got {images.dtype}")
         if images.dim() != 4:
             raise ValueError(f"expected a (B, H, W, 3) batch, got shape {tuple(images.shape)}")
         if images.shape[-1] == 3 and images.shape[1] != 3:
             images = images.permute(0, 3, 1, 2)
-        mean, std = self._mean_std(images.device)
-        x = images.contiguous().float().div_(255.0)
-        return x.sub_(mean).div_(std)
+        return images.contiguous().float()
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (or float in [0, 255]) ``(B, H, W, 3)`` / ``(B, 3, H, W)`` -> normalized float32 ``(B, 3, H, W)``:
+        ``x / 255``, ``- mean``, ``/ std`` as ToTensor + Normalize compute them."""
+        x = self.to_float(images) if images.dtype == torch.uint8 else images
+        mean, std = self._mean_std(x.device)
+        return x.div_(255.0).sub_(mean).div_(std)
 
     def __call__(self, images: torch.Tensor, epoch: int = 0, batch: int = 0) -> torch.Tensor:
-        x = self.normalize(images)
+        seed = self.batch_seed(epoch, batch)
+        cpu = torch.Generator().manual_seed(seed)
+        x = self.to_float(images)
+        if self.hflip > 0:  # before RandAugment, as timm (ShearY does not commute with a flip)
+            flip = (torch.rand(x.shape[0], generator=cpu) < self.hflip).nonzero().view(-1).to(x.device)
+            x[flip] = x[flip].flip(-1)
+        if self.rand_augment is not None:
+            x = self.rand_augment(x, cpu)
+        x = self.normalize(x)
         if self.re_prob <= 0:
             return x
         b, c, hgt, wid = x.shape
-        seed = self.batch_seed(epoch, batch)
-        cpu = torch.Generator().manual_seed(seed)
         top, left, h, w, active = erase_params(cpu, b, hgt, wid, self.re_prob, self.re_count)
         if not bool(active.any()):
             return x
@@ -131,5 +146,13 @@ class DeviceAugment:
 
 
 def build_device_augment(data_cfg, seed: int, rank: int) -> DeviceAugment:
+    """``data.pipeline=fast``: normalize + erasing; ``fast_device``: flip + RandAugment before them."""
+    on_device = data_cfg.get("pipeline") == "fast_device"
+    ra = None
+    if on_device and data_cfg.get("auto_augment"):
+        from .randaug import TensorRandAugment
+        mean = tuple(min(255, round(255 * m)) for m in IMAGENET_MEAN)  # timm's img_mean fill
+        ra = TensorRandAugment(data_cfg["auto_augment"], fill=mean)
     return DeviceAugment(re_prob=float(data_cfg.get("re_prob", 0.0)), re_mode=data_cfg.get("re_mode", "pixel"),
-                         re_count=int(data_cfg.get("re_count", 1)), seed=seed, rank=rank)
+                         re_count=int(data_cfg.get("re_count", 1)), seed=seed, rank=rank,
+                         hflip=0.5 if on_device else 0.0, rand_augment=ra)
