@@ -171,7 +171,7 @@ class CropDecoder:
             raise UnreadableImageError(path, f"{type(exc).__name__}: {exc}") from None
         finally:
             ImageFile.LOAD_TRUNCATED_IMAGES = permissive
-        return ScaledImage(np.asarray(img), w0, h0), (top, left, h, w)
+        return ScaledImage(np.array(img, dtype=np.uint8), w0, h0), (top, left, h, w)
 
 
 _TORCH_MODES = {Image.BICUBIC: "bicubic", Image.BILINEAR: "bilinear"}
