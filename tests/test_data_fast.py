@@ -232,7 +232,7 @@ def test_imagenet_like_sizes():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pipeline", ["fast", "fast_device"])
+@pytest.mark.parametrize("pipeline", ["fast", "fast_device", "gpu"])
 def test_fast_pipeline_run_resumes_exactly(synthetic_root, tmp_path, pipeline):
     from pretrain.engine.config import load_config
     from pretrain.engine.train import train

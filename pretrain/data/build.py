@@ -7,8 +7,9 @@
   repeated-augmentation :class:`pretrain.data.samplers.EpochSampler`; loaders with their own generators);
 * :func:`build_val_loader`: the validation split alone in one process (MixMo's evaluation CLI).
 
-Every loader batch is ``(images (B, 3, H, W) float, labels (B,) int64[, extras])`` (``data.pipeline=fast|fast_device``:
-training images ``(B, H, W, 3)`` uint8, made float by ``Data.device_transform`` on the device); validation batches whose
+Every loader batch is ``(images (B, 3, H, W) float, labels (B,) int64[, extras])`` (``data.pipeline=fast|fast_device|gpu``:
+training images ``(B, H, W, 3)`` uint8, or for ``gpu`` an ``EncodedBatch`` of JPEG bytes, made float by
+``Data.device_transform`` on the device); validation batches whose
 samples were all unreadable are None (``collate_skip_none``).
 """
 from __future__ import annotations
@@ -47,6 +48,9 @@ def build_dataset(cfg: Dict[str, Any], split: str, train: bool):
     their published layouts (:mod:`pretrain.data.small`; their own augmentation, ``data.img_size`` output)."""
     dc = cfg["data"]
     fmt = dc.get("format", "folder")
+    if fmt == "folder" and train and split == "train" and dc.get("pipeline", "timm") == "gpu":
+        from .fast.gpu import EncodedFolder
+        return EncodedFolder(build_folder_dataset(dc, dc["train_split"], train=False))
     if fmt == "folder" and train and split == "train" and dc.get("pipeline", "timm") != "timm":
         from .fast.dataset import build_fast_dataset
         return build_fast_dataset(dc, dc["train_split"])
@@ -100,12 +104,19 @@ def build_data(cfg: Dict[str, Any], rank: int, world: int, out_dir: str,
     gens = [torch.Generator(), torch.Generator()]
     for k, g in enumerate(gens):
         g.manual_seed(seed * 7 + 2 * rank + k)
+    if dc.get("pipeline", "timm") == "gpu":  # lists of encoded JPEGs, decoded on the device
+        from .fast.gpu import collate_encoded
+        common["collate_fn"] = collate_encoded
     train_loader = DataLoader(train_keyed, batch_size=bs, sampler=sampler, drop_last=True,
                               persistent_workers=workers > 0, generator=gens[0], **common)
+    common.pop("collate_fn", None)
     val_loader = DataLoader(val_keyed, batch_size=bs, sampler=val_sampler, collate_fn=collate_skip_none,
                             generator=gens[1], **common)
     device_transform = None
-    if dc.get("pipeline", "timm") != "timm":
+    if dc.get("pipeline", "timm") == "gpu":
+        from .fast.gpu import build_gpu_augment
+        device_transform = build_gpu_augment(dc, seed, rank)
+    elif dc.get("pipeline", "timm") != "timm":
         from .fast.device import build_device_augment
         device_transform = build_device_augment(dc, seed, rank)
     return Data(train_set, val_set, sampler, train_loader, val_loader, bad_log, device_transform)

@@ -14,6 +14,10 @@
   device too, before normalization and erasing (:class:`.randaug.TensorRandAugment`: timm's op and magnitude
   distribution, Pillow's arithmetic per op), with draws from the same per-batch generator.
 
+* ``gpu``: the workers only read the files (:mod:`.gpu`); the JPEG decode (nvjpeg via torchvision), the
+  RandomResizedCrop draw and the antialiased bicubic resize run batched on the device, then ``fast_device``'s
+  device stages. The same code runs on the CPU device (CI).
+
 ``tools/bench_loader.py`` measures both per core and per stage.
 """
-PIPELINES = ("timm", "fast", "fast_device")
+PIPELINES = ("timm", "fast", "fast_device", "gpu")
