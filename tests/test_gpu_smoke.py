@@ -276,14 +276,16 @@ def test_device_augment_on_cuda_equals_the_cpu(synthetic_root):
     from pretrain.data.fast.device import build_device_augment
     from pretrain.data.fast.gpu import build_gpu_augment, collate_encoded, read_encoded
 
-    cfg = {"img_size": 32, "auto_augment": "rand-m9-mstd0.5-inc1", "re_prob": 0.25, "re_mode": "pixel",
+    cfg = {"img_size": 32, "auto_augment": "rand-m9-mstd0.5-inc1", "re_prob": 0.0, "re_mode": "pixel",
            "re_count": 1, "pipeline": "fast_device"}
     x = torch.randint(0, 256, (64, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     aug = build_device_augment(cfg, seed=0, rank=0)
     cpu, gpu = aug(x, 1, 2), aug(x.cuda(), 1, 2).cpu()
-    erased = (cpu != gpu) & (cpu.abs() > 0)  # the erasing noise comes from each device's own generator
-    clean = ~erased.any(1, keepdim=True).expand_as(cpu)
-    assert (cpu - gpu)[clean].abs().max() < 1e-4 or (cpu - gpu)[clean].abs().float().mean() < 1e-3
+    diff = (cpu - gpu).abs()
+    # a float64 cos/sin or bicubic sum in the last bit can flip a truncation: one grey level (0.018) at a few pixels
+    assert (diff > 1e-4).float().mean() < 1e-3 and diff.max() < 0.1, (diff.max(), (diff > 1e-4).float().mean())
+    erase = build_device_augment({**cfg, "re_prob": 1.0}, seed=0, rank=0)(x.cuda(), 1, 2)
+    assert erase.is_cuda and torch.isfinite(erase).all() and not torch.equal(erase.cpu(), gpu)
     paths = sorted(str(p) for p in (synthetic_root / "imagenet" / "train").rglob("*.JPEG"))[:32]
     batch = collate_encoded([(read_encoded(p), 0) for p in paths])[0]
     g = build_gpu_augment({**cfg, "pipeline": "gpu", "re_prob": 0.0, "interpolation": "bicubic"}, 0, 0)
