@@ -22,6 +22,8 @@ RandAugment draws), and every stage is timed on its own:
 * ``fast_device`` (``data.pipeline=fast_device``): the ``fast`` worker stages without the flip and RandAugment,
   which run batched on the device with normalize + erasing (:class:`pretrain.data.fast.randaug.TensorRandAugment`);
   the device row times all four on the CPU for a batch of ``--batch`` (a GPU does them in a fraction of that);
+* ``gpu`` (``data.pipeline=gpu``): the worker reads the file and its header; decode (nvjpeg on a GPU), crop,
+  resize and the ``fast_device`` stages run batched on the device (timed here on the CPU device, per image);
 * ``fast, full decode``: the same without the DCT scaling (what the uint8 hand-off and the box resample give);
 * ``fast, Pillow draft``: the DCT scaling through Pillow's ``draft()`` (1/2, 1/4, 1/8 only) for installs
   without simplejpeg.
@@ -120,6 +122,21 @@ class FastPath:
         return self.t(path)
 
 
+class GpuReadPath:
+    """``data.pipeline=gpu``'s worker: read the file and its JPEG header; everything else on the device."""
+    name = "gpu"
+
+    def stages(self, path, clock):
+        from pretrain.data.fast.gpu import read_encoded
+        e = read_encoded(path)
+        clock("decode")
+        return e
+
+    def whole(self, path):
+        from pretrain.data.fast.gpu import read_encoded
+        return read_encoded(path)
+
+
 def write_set(root):
     from pretrain.synthetic.photolike import write_imagenet_like
     return write_imagenet_like(root, num_classes=4, train_per_class=48, val_per_class=2, seed=0, quality=90)
@@ -134,7 +151,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=64, help="batch of the device-side normalize + erasing timing")
     ap.add_argument("--model-ips", type=float, nargs="*", default=None,
                     help="model img/s for the cores-per-GPU column (default: the issue's DeiT-S/B H100 figures)")
-    ap.add_argument("--paths", default="timm,fast,fast_device,fast_full,fast_pil")
+    ap.add_argument("--paths", default="timm,fast,fast_device,gpu,fast_full,fast_pil")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -151,6 +168,7 @@ def main(argv=None) -> int:
     img = args.img_size
     makers = {"timm": lambda: TimmPath(img), "fast": lambda: FastPath(img, "fast"),
               "fast_device": lambda: FastPath(img, "fast_device", on_device=True),
+              "gpu": lambda: GpuReadPath(),
               "fast_full": lambda: FastPath(img, "fast, full decode", scaled=False),
               "fast_pil": lambda: FastPath(img, "fast, Pillow draft", backend="pil")}
     wanted = [p for p in args.paths.split(",") if p]
@@ -195,6 +213,18 @@ def main(argv=None) -> int:
         return statistics.median(reps) * 1e3
     dev_ms = per_image(DeviceAugment(re_prob=0.25))
     dev_ra_ms = per_image(build_device_augment({**_cfg(img), "pipeline": "fast_device"}, 0, 0))
+    dev_gpu_ms = None
+    if "gpu" in [p.name for p in paths]:  # decode + crop + resize + the fast_device stages, CPU device
+        from pretrain.data.fast.gpu import build_gpu_augment, collate_encoded, read_encoded
+        enc = collate_encoded([(read_encoded(files[k % len(files)]), 0) for k in range(args.batch)])[0]
+        gaug = build_gpu_augment({**_cfg(img), "pipeline": "gpu"}, 0, 0)
+        gaug(enc, 0, 0)
+        reps = []
+        for b in range(3):
+            t0 = time.perf_counter()
+            gaug(enc, 0, b + 1)
+            reps.append((time.perf_counter() - t0) / args.batch)
+        dev_gpu_ms = statistics.median(reps) * 1e3
     wall = time.perf_counter() - t_run
 
     model_ips = dict(MODEL_IPS) if args.model_ips is None else {f"{v:.0f} img/s": v for v in args.model_ips}
@@ -218,7 +248,11 @@ def main(argv=None) -> int:
         cells = []
         for n in names:
             v = mean_ms[n][s]
-            if n == "fast_device" and s in ("flip", "RandAugment", "normalize + erasing"):
+            if n == "gpu" and s != "decode":
+                cells.append(f"on device (all: {dev_gpu_ms:.2f} on CPU)" if s == "normalize + erasing" else "on device")
+            elif n == "gpu":
+                cells.append(f"{v:.2f} (file read; decode on device)")
+            elif n == "fast_device" and s in ("flip", "RandAugment", "normalize + erasing"):
                 cells.append(f"on device ({dev_ra_ms:.2f} on CPU, with normalize + erasing)"
                              if s == "normalize + erasing" else "on device")
             elif v is None:
@@ -233,17 +267,19 @@ def main(argv=None) -> int:
     print("| whole sample through the dataset, ms | " + " | ".join(f"{whole[n]:.2f}" for n in names) + " |")
     ips = {n: 1e3 / whole[n] for n in names}
     base = ips.get("timm")
-    print("| **img/s per core** | " + " | ".join(f"**{ips[n]:.1f}**" for n in names) + " |")
+    print("| **img/s per core** | " + " | ".join(f"**{ips[n]:.1f}**" + (" (worker only: the device's decode time is not in it)"
+                                                                     if n == "gpu" else "") for n in names) + " |")
     if base:
         print("| vs timm | " + " | ".join(f"{ips[n] / base:.2f}x" for n in names) + " |")
     for label, v in model_ips.items():
-        print(f"| cores per GPU, {label} | " + " | ".join(f"{v / ips[n]:.0f}" for n in names) + " |")
+        print(f"| cores per GPU, {label} | " + " | ".join(f"{v / ips[n]:.1f}" for n in names) + " |")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump({"date": str(datetime.date.today()), "cpu": cpu, "images": desc, "samples": args.images,
                        "img_size": img, "stage_ms": mean_ms, "device_normalize_erase_ms_on_cpu": dev_ms,
                        "device_flip_randaugment_normalize_erase_ms_on_cpu": dev_ra_ms,
+                       "device_gpu_path_all_stages_ms_on_cpu": dev_gpu_ms,
                        "worker_ms": worker, "whole_ms": whole, "img_per_s_per_core": ips,
                        "cores_per_gpu": {lab: {n: v / ips[n] for n in names} for lab, v in model_ips.items()}},
                       f, indent=2)
