@@ -165,7 +165,8 @@ def bench_loader(name, batch, img, args, device, amp_dtype, model_ips, pipeline=
     if sampler.num_samples < need:
         print(f"note: {args.data} has {len(ds)} images; epochs are chained to read {need}", file=sys.stderr)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=args.workers,
-                                         pin_memory=device.type == "cuda", drop_last=True, persistent_workers=True,
+                                         pin_memory=device.type == "cuda", drop_last=True,
+                                         persistent_workers=args.workers > 0,
                                          prefetch_factor=4 if args.workers else None, collate_fn=collate)
 
     def batches():
