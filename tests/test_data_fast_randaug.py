@@ -86,6 +86,14 @@ def test_batched_dispatch_equals_ops_one_sample_at_a_time(images):
         assert torch.equal(out[i], _t([im])[0]), i
 
 
+def test_masked_mode_equals_the_indexed_mode(images):
+    """The CUDA default (every op on the whole batch, kept where drawn) gives the CPU default's result."""
+    ra = R.TensorRandAugment("rand-m9-mstd0.5-inc1", fill=FILL)
+    x = _t(images * 10)
+    params = ra.draw(torch.Generator().manual_seed(11), x.shape[0], x.shape[2:])
+    assert torch.equal(ra(x.clone(), None, params, masked=True), ra(x.clone(), None, params, masked=False))
+
+
 def _timm_draws(n):
     """(layer, op name, applied, argument) of timm's RandAugment on n images, recorded in place of the ops."""
     t = build_transforms({"img_size": 32, "auto_augment": "rand-m9-mstd0.5-inc1", "re_prob": 0.0}, train=True)

@@ -119,8 +119,8 @@ class DeviceAugment:
         cpu = torch.Generator().manual_seed(seed)
         x = self.to_float(images)
         if self.hflip > 0:  # before RandAugment, as timm (ShearY does not commute with a flip)
-            flip = (torch.rand(x.shape[0], generator=cpu) < self.hflip).nonzero().view(-1).to(x.device)
-            x[flip] = x[flip].flip(-1)
+            flip = _to(torch.rand(x.shape[0], generator=cpu) < self.hflip, x.device).view(-1, 1, 1, 1)
+            x = torch.where(flip, x.flip(-1), x)
         if self.rand_augment is not None:
             x = self.rand_augment(x, cpu)
         x = self.normalize(x)
@@ -131,10 +131,13 @@ class DeviceAugment:
         if not bool(active.any()):
             return x
         dev = x.device
-        masks = box_masks(*(v.to(dev, non_blocking=True) for v in (top, left, h, w)), hgt, wid)  # (B, K, H, W)
+        masks = box_masks(*_to(torch.stack([top, left, h, w]), dev), hgt, wid)  # (B, K, H, W)
         gen = torch.Generator(device=dev).manual_seed(seed ^ 0x5EED)
         if self.re_mode == "pixel":  # one N(0, 1) field per erased image serves all its boxes (iid noise)
-            idx = active.any(1).nonzero().view(-1).to(dev)
+            if dev.type == "cuda":  # the whole batch's field: no index copy, nothing waits for the GPU
+                noise = torch.randn(x.shape, generator=gen, device=dev, dtype=x.dtype)
+                return torch.where(masks.any(1, keepdim=True), noise, x)
+            idx = active.any(1).nonzero().view(-1)
             noise = torch.randn((idx.numel(), c, hgt, wid), generator=gen, device=dev, dtype=x.dtype)
             x[idx] = torch.where(masks[idx].any(1, keepdim=True), noise, x[idx])
             return x
@@ -143,6 +146,13 @@ class DeviceAugment:
                 else torch.zeros((), device=dev, dtype=x.dtype)
             x = torch.where(masks[:, j:j + 1], fill, x)
         return x
+
+
+def _to(t: torch.Tensor, device) -> torch.Tensor:
+    """A small CPU tensor on ``device``: pinned and non-blocking on CUDA (no wait for the GPU's queue)."""
+    if device.type != "cuda":
+        return t
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def build_device_augment(data_cfg, seed: int, rank: int) -> DeviceAugment:

@@ -31,7 +31,7 @@ from torch.utils.data import Dataset, default_collate
 
 from ..folders import load_rgb
 from .decode import _read, jpeg_size
-from .device import DeviceAugment
+from .device import DeviceAugment, _to
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def crop_resize(images: Sequence[torch.Tensor], top, left, h, w, out_size: int, 
     """uint8 ``(B, 3, out, out)`` of the crops of ``images`` (list of (3, H_i, W_i) uint8 on one device)."""
     dev = images[0].device
     out = torch.empty(len(images), 3, out_size, out_size, dtype=torch.uint8, device=dev)
-    top, left, h, w = (v.to(dev) for v in (top, left, h, w))
+    top, left, h, w = _to(torch.stack([top, left, h, w]), dev)  # one pinned, non-blocking copy
     for s in range(0, len(images), chunk):  # chunks of samples bound the padded batch's memory
         part = images[s:s + chunk]
         hmax = max(int(x.shape[1]) for x in part)

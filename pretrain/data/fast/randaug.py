@@ -265,12 +265,20 @@ class TensorRandAugment:
                 args[sel] = level_args(name, mag[sel], sign[sel] if name in _SIGNED else sign[sel] * 0 + 1, hw)
         return ops, apply, args, mag
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator, params: Optional[tuple] = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, gen: torch.Generator, params: Optional[tuple] = None,
+                 masked: Optional[bool] = None) -> torch.Tensor:
+        """``masked`` (default: on CUDA) computes every drawn op on the whole batch and keeps it where drawn
+        (``torch.where``): no index tensor travels to the device per op, so nothing waits for the GPU; the
+        indexed mode (default on the CPU) computes each op on its samples only. Both give the same result."""
         x = x.float()
         n, _, h, w = x.shape
         ops, apply, args, _ = self.draw(gen, n, (h, w)) if params is None else params
         dev = x.device
+        masked = dev.type == "cuda" if masked is None else masked
         for layer in range(ops.shape[0]):
+            if masked:
+                x = self._layer_masked(x, ops[layer], apply[layer], args[layer], h, w)
+                continue
             geo_idx, geo_mats = [], []
             for j, name in enumerate(self.names):
                 sel = ((ops[layer] == j) & apply[layer]).nonzero().view(-1)
@@ -285,4 +293,27 @@ class TensorRandAugment:
             if geo_idx:  # all geometric ops of the layer in one resampling
                 d = torch.cat(geo_idx).to(dev)
                 x[d] = affine(x[d], torch.cat(geo_mats), self.fill)
+        return x
+
+    def _layer_masked(self, x, ops, apply, args, h, w):
+        n, dev = x.shape[0], x.device
+        mats = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0], dtype=torch.float64).repeat(n, 1)  # identity
+        geo = torch.zeros(n, dtype=torch.bool)
+        for j, name in enumerate(self.names):
+            sel = (ops == j) & apply
+            if name in GEOMETRIC and bool(sel.any()):
+                mats[sel] = affine_matrices(name, args[sel], h, w)
+                geo |= sel
+        # one pinned, non-blocking copy of the layer's parameters
+        pack = torch.cat([ops.double().view(-1, 1), apply.double().view(-1, 1), args.view(-1, 1), mats,
+                          geo.double().view(-1, 1)], 1)
+        pack = (pack.pin_memory() if torch.cuda.is_available() and dev.type == "cuda" else pack).to(dev, non_blocking=True)
+        d_ops, d_apply, d_args, d_mats, d_geo = pack[:, 0], pack[:, 1] > 0, pack[:, 2], pack[:, 3:9], pack[:, 9] > 0
+        for j, name in enumerate(self.names):
+            if name in GEOMETRIC or not bool(((ops == j) & apply).any()):  # the draw is on the CPU: no sync
+                continue
+            keep = ((d_ops == j) & d_apply).view(-1, 1, 1, 1)
+            x = torch.where(keep, POINT_OPS[name](x, d_args), x)
+        if bool(geo.any()):
+            x = torch.where(d_geo.view(-1, 1, 1, 1), affine(x, d_mats, self.fill), x)
         return x
