@@ -65,3 +65,15 @@ def test_tiny_run_writes_the_summary(tmp_path):
     assert "| smoke | ok |" in md and "data.pipeline" in md and "img/s per core" in md
     pre = json.loads((out / "pretrain.json").read_text())
     assert {r.get("pipeline") for r in pre["results"] if "pipeline" in r} == {"timm", "fast", "fast_device", "gpu"}
+
+
+def test_gpu_plan_calls_benchmarks_with_options_they_define(tmp_path):
+    import argparse
+    args = argparse.Namespace(tiny=False)
+    for name, limit, cmd, _ in gvb.plan(args, str(tmp_path), "python3"):
+        scripts = [c for c in cmd if c.startswith("tools/bench_")]
+        if not scripts:
+            continue
+        text = open(os.path.join(ROOT, scripts[0])).read()
+        for opt in (c for c in cmd if c.startswith("--")):
+            assert f'"{opt}"' in text, (name, opt)
