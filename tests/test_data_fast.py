@@ -262,3 +262,31 @@ def test_fast_pipeline_run_resumes_exactly(synthetic_root, tmp_path, pipeline):
     a = [json.loads(x)["loss"] for x in open(tmp_path / "ref" / "steps.jsonl")]
     b = [json.loads(x)["loss"] for x in open(tmp_path / "run" / "steps.jsonl")]
     assert len(a) == len(b) == 12 and a == b
+
+
+@pytest.mark.parametrize("pipeline", ["fast", "gpu"])
+def test_worker_processes_give_the_main_process_batches(photo_root, pipeline):
+    """Per-sample seeding: two loader workers hand the same samples as loading in the main process."""
+    from pretrain.data.build import build_dataset
+    from pretrain.data.robust import KeyedDataset
+    from pretrain.data.samplers import EpochSampler
+    from pretrain.engine.config import defaults
+    cfg = defaults()
+    cfg["data"].update(root=str(photo_root), num_classes=2, img_size=32, pipeline=pipeline)
+    ds = KeyedDataset(build_dataset(cfg, "train", train=True), seed=3)
+    collate = None
+    if pipeline == "gpu":
+        from pretrain.data.fast.gpu import collate_encoded
+        collate = collate_encoded
+    out = []
+    for workers in (0, 2):
+        sampler = EpochSampler(len(ds), 1, 0, shuffle=True, seed=3)
+        loader = torch.utils.data.DataLoader(ds, batch_size=4, sampler=sampler, num_workers=workers,
+                                             collate_fn=collate)
+        out.append(list(loader))
+    for a, b in zip(*out):
+        assert torch.equal(a[1], b[1])
+        if pipeline == "gpu":
+            assert all(torch.equal(x.data, y.data) for x, y in zip(a[0].items, b[0].items))
+        else:
+            assert torch.equal(a[0], b[0])
