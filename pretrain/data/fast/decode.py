@@ -64,9 +64,17 @@ def _read(path: str) -> bytes:
 
 
 def jpeg_size(data: bytes) -> Optional[Tuple[int, int]]:
-    """``(W, H)`` of a JPEG simplejpeg can decode to RGB (not CMYK/YCCK), else None."""
-    if simplejpeg is None or data[:2] != b"\xff\xd8":
+    """``(W, H)`` of a JPEG that decodes to RGB (YCbCr, RGB or grey; not CMYK/YCCK), else None. Read from the
+    header by simplejpeg, or by Pillow (no decoding) where simplejpeg is not installed."""
+    if data[:2] != b"\xff\xd8":
         return None
+    if simplejpeg is None:
+        import io
+        try:
+            img = Image.open(io.BytesIO(data))
+        except Exception:
+            return None
+        return img.size if img.format == "JPEG" and img.mode in ("RGB", "L", "YCbCr") else None
     try:
         h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data)
     except ValueError:
