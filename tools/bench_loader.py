@@ -17,8 +17,8 @@ RandAugment draws), and every stage is timed on its own:
   RandAugment rand-m9-mstd0.5-inc1 | ToTensor | Normalize + RandomErasing(0.25, pixel);
 * ``fast`` (``data.pipeline=fast``): header + crop draw + DCT-scaled decode (simplejpeg) | bicubic box resample
   | flip | the same RandAugment | uint8 tensor; normalize + erasing run batched on the device
-  (:class:`pretrain.data.fast.device.DeviceAugment`) and are reported on their own row (timed here on the CPU
-  for a batch of ``--batch``, per image) and not counted in the worker's cost;
+  (:class:`pretrain.data.fast.device.DeviceAugment`) and are reported on their own row (timed on ``--device``,
+  CUDA when there is one, for a batch of ``--batch``, per image) and not counted in the worker's cost;
 * ``fast_device`` (``data.pipeline=fast_device``): the ``fast`` worker stages without the flip and RandAugment,
   which run batched on the device with normalize + erasing (:class:`pretrain.data.fast.randaug.TensorRandAugment`);
   the device row times all four on the CPU for a batch of ``--batch`` (a GPU does them in a fraction of that);
@@ -148,7 +148,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="runs/bench_loader/imagenet_like", help="where the default set is written")
     ap.add_argument("--images", type=int, default=192, help="samples timed per path (cycling over the files)")
     ap.add_argument("--img-size", type=int, default=224)
-    ap.add_argument("--batch", type=int, default=64, help="batch of the device-side normalize + erasing timing")
+    ap.add_argument("--batch", type=int, default=64, help="batch of the device-side stages' timing")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                    help="where the device-side stages are timed (the worker stages always run on one CPU core)")
     ap.add_argument("--model-ips", type=float, nargs="*", default=None,
                     help="model img/s for the cores-per-GPU column (default: the issue's DeiT-S/B H100 figures)")
     ap.add_argument("--paths", default="timm,fast,fast_device,gpu,fast_full,fast_pil")
@@ -201,30 +203,30 @@ def main(argv=None) -> int:
             p.stages(f, clock)
     # device-side stages of the uint8 paths, timed on the CPU for one batch, per image
     from pretrain.data.fast.device import build_device_augment
+    dev = torch.device(args.device)
     x = torch.randint(0, 256, (args.batch, img, img, 3), dtype=torch.uint8)
+    x = x.pin_memory().to(dev) if dev.type == "cuda" else x
 
-    def per_image(aug):
-        aug(x, 0, 0)
+    def per_image(fn, arg):
+        fn(arg, 0, 0)
         reps = []
         for b in range(3):
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
             t0 = time.perf_counter()
-            aug(x, 0, b + 1)
+            fn(arg, 0, b + 1)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
             reps.append((time.perf_counter() - t0) / args.batch)
         return statistics.median(reps) * 1e3
-    dev_ms = per_image(DeviceAugment(re_prob=0.25))
-    dev_ra_ms = per_image(build_device_augment({**_cfg(img), "pipeline": "fast_device"}, 0, 0))
+    dev_ms = per_image(DeviceAugment(re_prob=0.25), x)
+    dev_ra_ms = per_image(build_device_augment({**_cfg(img), "pipeline": "fast_device"}, 0, 0), x)
     dev_gpu_ms = None
-    if "gpu" in [p.name for p in paths]:  # decode + crop + resize + the fast_device stages, CPU device
+    if "gpu" in [p.name for p in paths]:  # decode + crop + resize + the fast_device stages
         from pretrain.data.fast.gpu import build_gpu_augment, collate_encoded, read_encoded
-        enc = collate_encoded([(read_encoded(files[k % len(files)]), 0) for k in range(args.batch)])[0]
-        gaug = build_gpu_augment({**_cfg(img), "pipeline": "gpu"}, 0, 0)
-        gaug(enc, 0, 0)
-        reps = []
-        for b in range(3):
-            t0 = time.perf_counter()
-            gaug(enc, 0, b + 1)
-            reps.append((time.perf_counter() - t0) / args.batch)
-        dev_gpu_ms = statistics.median(reps) * 1e3
+        enc = collate_encoded([(read_encoded(files[k % len(files)]), 0) for k in range(args.batch)])[0].to(dev)
+        dev_gpu_ms = per_image(build_gpu_augment({**_cfg(img), "pipeline": "gpu"}, 0, 0), enc)
+    on = "CPU" if dev.type == "cpu" else "GPU"
     wall = time.perf_counter() - t_run
 
     model_ips = dict(MODEL_IPS) if args.model_ips is None else {f"{v:.0f} img/s": v for v in args.model_ips}
@@ -249,14 +251,14 @@ def main(argv=None) -> int:
         for n in names:
             v = mean_ms[n][s]
             if n == "gpu" and s != "decode":
-                cells.append(f"on device (all: {dev_gpu_ms:.2f} on CPU)" if s == "normalize + erasing" else "on device")
+                cells.append(f"on device (all: {dev_gpu_ms:.3f} on {on})" if s == "normalize + erasing" else "on device")
             elif n == "gpu":
                 cells.append(f"{v:.2f} (file read; decode on device)")
             elif n == "fast_device" and s in ("flip", "RandAugment", "normalize + erasing"):
-                cells.append(f"on device ({dev_ra_ms:.2f} on CPU, with normalize + erasing)"
+                cells.append(f"on device ({dev_ra_ms:.3f} on {on}, with normalize + erasing)"
                              if s == "normalize + erasing" else "on device")
             elif v is None:
-                cells.append(f"on device ({dev_ms:.2f} on CPU)" if s == "normalize + erasing" else "-")
+                cells.append(f"on device ({dev_ms:.3f} on {on})" if s == "normalize + erasing" else "-")
             else:
                 cells.append(f"{v:.2f}")
         print(f"| {s} | " + " | ".join(cells) + " |")
@@ -277,9 +279,10 @@ def main(argv=None) -> int:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump({"date": str(datetime.date.today()), "cpu": cpu, "images": desc, "samples": args.images,
-                       "img_size": img, "stage_ms": mean_ms, "device_normalize_erase_ms_on_cpu": dev_ms,
-                       "device_flip_randaugment_normalize_erase_ms_on_cpu": dev_ra_ms,
-                       "device_gpu_path_all_stages_ms_on_cpu": dev_gpu_ms,
+                       "img_size": img, "stage_ms": mean_ms, "device": str(dev),
+                       "device_normalize_erase_ms": dev_ms,
+                       "device_flip_randaugment_normalize_erase_ms": dev_ra_ms,
+                       "device_gpu_path_all_stages_ms": dev_gpu_ms,
                        "worker_ms": worker, "whole_ms": whole, "img_per_s_per_core": ips,
                        "cores_per_gpu": {lab: {n: v / ips[n] for n in names} for lab, v in model_ips.items()}},
                       f, indent=2)

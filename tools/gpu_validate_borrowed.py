@@ -19,7 +19,8 @@ is left to the later ones):
    DeiT-B batch 128, bf16), checked: TransMix step time <= 1.02x CutMix, TokenMix <= 1.03x, peak memory <= 1.05x;
 5. ``pretrain``: ``tools/bench_pretrain.py --preset gpu`` with loader rows for every ``data.pipeline`` (timm,
    fast, fast_device, gpu; 16 workers), checked: engine (no mixing) / bare timm >= 1.0;
-6. ``loader``: ``tools/bench_loader.py`` on this machine's CPU (per-core img/s per data path).
+6. ``loader``: ``tools/bench_loader.py``: per-core img/s of each data path's workers on this machine's CPU, and
+   the device stages' time per image on the GPU.
 
 Writes ``OUT/summary.json`` and ``OUT/summary.md`` (environment, each step's command, exit status, time and log,
 the checks, and the benchmarks' tables) and one log and JSON per step. Exit status 0 when every step ran and
@@ -65,7 +66,7 @@ def plan(args, out, py):
                                "--data", data, "--workers", "0", "--loader-batches", "1", "--threads", "1",
                                "--json", j("pretrain")], j("pretrain")),
             ("loader", 120, [py, "tools/bench_loader.py", "--data", data, "--images", "4", "--batch", "4",
-                             "--img-size", "64", "--json", j("loader")], j("loader")),
+                             "--img-size", "64", "--device", "cpu", "--json", j("loader")], j("loader")),
         ]
         return steps
     dev = ["--device", "cuda", "--amp", "bf16"]
@@ -82,7 +83,8 @@ def plan(args, out, py):
         ("pretrain", 150, [py, "tools/bench_pretrain.py", "--preset", "gpu", "--steps", "10", "--rounds", "3",
                            "--warmup", "3", "--data", data, "--workers", "16", "--loader-batches", "8",
                            "--json", j("pretrain")], j("pretrain")),
-        ("loader", 30, [py, "tools/bench_loader.py", "--data", data, "--images", "64", "--json", j("loader")],
+        ("loader", 30, [py, "tools/bench_loader.py", "--data", data, "--images", "64", "--device", "cuda",
+                        "--json", j("loader")],
          j("loader")),
     ]
 
