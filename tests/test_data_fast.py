@@ -15,6 +15,7 @@ from pretrain.data.fast.device import DeviceAugment, erase_params
 from pretrain.data.folders import build_transforms, load_rgb
 from pretrain.data.robust import seed_all
 from pretrain.synthetic.photolike import imagenet_like_size, photolike_image, write_imagenet_like
+from stats_helpers import ks_limit, ks_stat
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
@@ -35,17 +36,6 @@ def photo_root(tmp_path_factory):
 
 def _files(root):
     return sorted(str(p) for p in (root / "train").rglob("*.JPEG"))
-
-
-def ks_stat(a, b):
-    """Two-sample Kolmogorov-Smirnov statistic."""
-    a, b = np.sort(np.asarray(a, float)), np.sort(np.asarray(b, float))
-    grid = np.concatenate([a, b])
-    return float(np.max(np.abs(np.searchsorted(a, grid, "right") / len(a) - np.searchsorted(b, grid, "right") / len(b))))
-
-
-def ks_limit(n, m, c=1.95):  # alpha = 0.001
-    return c * math.sqrt((n + m) / (n * m))
 
 
 def test_crop_params_are_timms_draw_for_draw():
@@ -236,21 +226,13 @@ def test_imagenet_like_sizes():
 def test_fast_pipeline_run_resumes_exactly(synthetic_root, tmp_path, pipeline):
     from pretrain.engine.config import load_config
     from pretrain.engine.train import train
-    import os
-    cfg_path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "pretrain",
-                            "synthetic_transmix.yaml")
+    from test_pretrain_resume import CFG, resume_overrides  # everything random on
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        def cfg(out, extra):  # everything random on (tests/test_pretrain_resume.py), the fast data path
-            over = [f"data.root={synthetic_root}/imagenet", "data.num_classes=4", "data.img_size=32",
-                    "data.batch_size=16", "data.workers=0", "data.repeated_aug=3", f"data.pipeline={pipeline}",
-                    "data.auto_augment=rand-m9-mstd0.5-inc1", "data.re_prob=0.25", "model.kwargs.img_size=32",
-                    "model.kwargs.depth=2", "model.drop_path=0.1", "model.ema=true", "model.ema_decay=0.9",
-                    "mixer.mixup_alpha=0.8", "mixer.switch_prob=0.5", f"train.out_dir={out}", "train.epochs=2",
-                    "train.log_interval=1", "train.checkpoint_steps=2", "train.deterministic=true",
-                    "train.tensorboard=false", "optim.lr=2e-3", "optim.clip_grad=5.0"]
-            return load_config(cfg_path, over + extra)
+        def cfg(out, extra):
+            return load_config(CFG, resume_overrides(synthetic_root, out, workers=0) + [f"data.pipeline={pipeline}"]
+                               + extra)
         ref = train(cfg(tmp_path / "ref", []))
         stopped = train(cfg(tmp_path / "run", ["train.max_steps=8"]))
         assert stopped["steps"] == 8

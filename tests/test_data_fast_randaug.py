@@ -15,6 +15,7 @@ from pretrain.data.fast import randaug as R
 from pretrain.data.fast.device import DeviceAugment
 from pretrain.data.folders import _patch_timm_posterize, build_transforms
 from pretrain.synthetic.photolike import photolike_image
+from stats_helpers import ks_limit, ks_stat
 
 FILL = (124, 116, 104)
 
@@ -139,10 +140,8 @@ def test_draws_follow_timms_distribution():
         b = np.array([o[1] for o in ours if o[0] == name], float)
         if name == "TranslateXRel" or name == "TranslateYRel":
             b = b / 32  # ours are in pixels
-        grid = np.sort(np.concatenate([a, b]))
-        d = np.max(np.abs(np.searchsorted(np.sort(a), grid, "right") / len(a)
-                          - np.searchsorted(np.sort(b), grid, "right") / len(b)))
-        assert d < 1.95 * math.sqrt((len(a) + len(b)) / (len(a) * len(b))), (name, d)
+        d = ks_stat(a, b)
+        assert d < ks_limit(len(a), len(b)), (name, d)
     assert mag.min() >= 0 and mag.max() <= 10
 
 

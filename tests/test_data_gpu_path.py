@@ -1,7 +1,6 @@
 """data.pipeline=gpu on the CPU device (the code CI runs; tests/test_gpu_smoke.py runs it on CUDA): the
 batched RandomResizedCrop draw against timm's, the batched antialiased bicubic against Pillow's crop + resize,
 and the whole path's output shapes, value ranges, label order, determinism and non-JPEG fallback."""
-import math
 import random
 
 import numpy as np
@@ -12,16 +11,10 @@ from PIL import Image
 from pretrain.data.fast.gpu import (EncodedFolder, GpuAugment, aa_weights, build_gpu_augment, collate_encoded,
                                     crop_resize, read_encoded, rrc_boxes)
 from pretrain.synthetic.photolike import photolike_image, write_imagenet_like
+from stats_helpers import ks_limit, ks_stat
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-
-
-def ks(a, b):
-    a, b = np.sort(np.asarray(a, float)), np.sort(np.asarray(b, float))
-    g = np.concatenate([a, b])
-    d = np.max(np.abs(np.searchsorted(a, g, "right") / len(a) - np.searchsorted(b, g, "right") / len(b)))
-    return d, 1.95 * math.sqrt((len(a) + len(b)) / (len(a) * len(b)))
 
 
 @pytest.mark.parametrize("size", [(500, 375), (333, 500), (1000, 90)])
@@ -33,7 +26,7 @@ def test_rrc_boxes_follow_timms_distribution(size):
     ref = np.array([RRC.get_params(img, (0.08, 1.0), (3 / 4, 4 / 3)) for _ in range(n)])
     ours = torch.stack(rrc_boxes(torch.Generator().manual_seed(0), torch.tensor([size] * n)), 1).numpy()
     for j, name in enumerate(("top", "left", "height", "width")):
-        d, lim = ks(ref[:, j], ours[:, j])
+        d, lim = ks_stat(ref[:, j], ours[:, j]), ks_limit(n, n)
         assert d < lim, (name, d, lim)
     assert (ours[:, 0] + ours[:, 2] <= size[1]).all() and (ours[:, 1] + ours[:, 3] <= size[0]).all()
 
