@@ -163,9 +163,7 @@ def crop_resize(images: Sequence[torch.Tensor], top, left, h, w, out_size: int, 
         part = images[s:s + chunk]
         hmax = max(int(x.shape[1]) for x in part)
         wmax = max(int(x.shape[2]) for x in part)
-        with warnings.catch_warnings():  # "nested tensors are a prototype": only nested_tensor + to_padded_tensor
-            warnings.simplefilter("ignore", UserWarning)
-            x = torch.nested.nested_tensor(list(part)).to_padded_tensor(0, (len(part), 3, hmax, wmax)).float()
+        x = _padded(part, hmax, wmax)
         sl = slice(s, s + len(part))
         wy = aa_weights(top[sl], h[sl], hmax, out_size)  # (b, out, H)
         wx = aa_weights(left[sl], w[sl], wmax, out_size)  # (b, out, W)
@@ -174,6 +172,17 @@ def crop_resize(images: Sequence[torch.Tensor], top, left, h, w, out_size: int, 
         y = torch.matmul(wy.unsqueeze(1), y)  # (b, 3, out, out)
         out[sl] = y.round_().clamp_(0, 255).to(torch.uint8)
     return out
+
+
+def _padded(images, hmax: int, wmax: int) -> torch.Tensor:
+    """``(b, 3, hmax, wmax)`` float32 of uint8 images of different sizes, zero-padded (one nested-tensor copy)."""
+    shape = (len(images), 3, hmax, wmax)
+    with warnings.catch_warnings():  # "nested tensors are a prototype": only nested_tensor + to_padded_tensor
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            return torch.nested.nested_tensor(list(images)).to_padded_tensor(0, shape).float()
+        except (RuntimeError, NotImplementedError):  # no uint8 kernel for this device: pad as float
+            return torch.nested.nested_tensor([x.float() for x in images]).to_padded_tensor(0.0, shape)
 
 
 class GpuAugment:
