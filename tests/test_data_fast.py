@@ -272,3 +272,18 @@ def test_worker_processes_give_the_main_process_batches(photo_root, pipeline):
             assert all(torch.equal(x.data, y.data) for x, y in zip(a[0].items, b[0].items))
         else:
             assert torch.equal(a[0], b[0])
+
+
+def test_label_maps_with_a_fast_pipeline_are_refused(photo_root, tmp_path):
+    """Precomputed label maps follow timm's crop by instrumenting its transform: the fast paths draw their
+    crops elsewhere, so the maps would silently cover the wrong region; the run stops before training."""
+    from pretrain.data.build import build_data
+    from pretrain.data.label_maps import LabelMapDataset
+    from pretrain.engine.config import defaults
+    cfg = defaults()
+    cfg["data"].update(root=str(photo_root), num_classes=2, img_size=32, pipeline="fast", batch_size=2, workers=0,
+                       val_split="val")
+    with pytest.raises(ValueError, match="label maps"):
+        build_data(cfg, 0, 1, str(tmp_path), wrap_train=lambda ds: LabelMapDataset.__new__(LabelMapDataset))
+    cfg["data"]["pipeline"] = "timm"
+    build_data(cfg, 0, 1, str(tmp_path), wrap_train=lambda ds: ds)

@@ -85,6 +85,11 @@ def build_data(cfg: Dict[str, Any], rank: int, world: int, out_dir: str,
         check_small_splits(train_set, val_set)
     if wrap_train is not None:
         train_set = wrap_train(train_set)
+        from .label_maps import LabelMapDataset
+        if dc.get("pipeline", "timm") != "timm" and isinstance(train_set, LabelMapDataset):
+            raise ValueError(f"data.pipeline={dc['pipeline']} draws the crops outside timm's transform, so "
+                             "precomputed label maps (mixer.target=label_map) cannot follow them: use "
+                             "data.pipeline=timm with label maps")
     bad_log = os.path.join(out_dir, "bad_images.tsv" if world == 1 else f"bad_images.rank{rank}.tsv")
     tries = int(dc["bad_image_tries"])
     train_keyed = KeyedDataset(train_set, seed, bad_log, "train", replace=True, max_tries=tries)
