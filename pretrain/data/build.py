@@ -7,7 +7,9 @@
   repeated-augmentation :class:`pretrain.data.samplers.EpochSampler`; loaders with their own generators);
 * :func:`build_val_loader`: the validation split alone in one process (MixMo's evaluation CLI).
 
-Every loader batch is ``(images (B, 3, H, W) float, labels (B,) int64[, extras])``; validation batches whose
+Every loader batch is ``(images (B, 3, H, W) float, labels (B,) int64[, extras])`` (``data.pipeline=fast|fast_device|gpu``:
+training images ``(B, H, W, 3)`` uint8, or for ``gpu`` an ``EncodedBatch`` of JPEG bytes, made float by
+``Data.device_transform`` on the device); validation batches whose
 samples were all unreadable are None (``collate_skip_none``).
 """
 from __future__ import annotations
@@ -35,6 +37,9 @@ class Data:
     train_loader: DataLoader
     val_loader: DataLoader
     bad_log: str
+    # data.pipeline=fast: uint8 training batches; ``device_transform(images, epoch, batch)`` on the device
+    # normalizes and erases them (:class:`pretrain.data.fast.device.DeviceAugment`); None for float batches
+    device_transform: Optional[Callable[..., torch.Tensor]] = None
 
 
 def build_dataset(cfg: Dict[str, Any], split: str, train: bool):
@@ -43,6 +48,12 @@ def build_dataset(cfg: Dict[str, Any], split: str, train: bool):
     their published layouts (:mod:`pretrain.data.small`; their own augmentation, ``data.img_size`` output)."""
     dc = cfg["data"]
     fmt = dc.get("format", "folder")
+    if fmt == "folder" and train and split == "train" and dc.get("pipeline", "timm") == "gpu":
+        from .fast.gpu import EncodedFolder
+        return EncodedFolder(build_folder_dataset(dc, dc["train_split"], train=False))
+    if fmt == "folder" and train and split == "train" and dc.get("pipeline", "timm") != "timm":
+        from .fast.dataset import build_fast_dataset
+        return build_fast_dataset(dc, dc["train_split"])
     if fmt == "folder":
         return build_folder_dataset(dc, dc["train_split"] if split == "train" else dc["val_split"], train=train)
     from .small import build_small_dataset
@@ -74,6 +85,11 @@ def build_data(cfg: Dict[str, Any], rank: int, world: int, out_dir: str,
         check_small_splits(train_set, val_set)
     if wrap_train is not None:
         train_set = wrap_train(train_set)
+        from .label_maps import LabelMapDataset
+        if dc.get("pipeline", "timm") != "timm" and isinstance(train_set, LabelMapDataset):
+            raise ValueError(f"data.pipeline={dc['pipeline']} draws the crops outside timm's transform, so "
+                             "precomputed label maps (mixer.target=label_map) cannot follow them: use "
+                             "data.pipeline=timm with label maps")
     bad_log = os.path.join(out_dir, "bad_images.tsv" if world == 1 else f"bad_images.rank{rank}.tsv")
     tries = int(dc["bad_image_tries"])
     train_keyed = KeyedDataset(train_set, seed, bad_log, "train", replace=True, max_tries=tries)
@@ -93,11 +109,22 @@ def build_data(cfg: Dict[str, Any], rank: int, world: int, out_dir: str,
     gens = [torch.Generator(), torch.Generator()]
     for k, g in enumerate(gens):
         g.manual_seed(seed * 7 + 2 * rank + k)
+    if dc.get("pipeline", "timm") == "gpu":  # lists of encoded JPEGs, decoded on the device
+        from .fast.gpu import collate_encoded
+        common["collate_fn"] = collate_encoded
     train_loader = DataLoader(train_keyed, batch_size=bs, sampler=sampler, drop_last=True,
                               persistent_workers=workers > 0, generator=gens[0], **common)
+    common.pop("collate_fn", None)
     val_loader = DataLoader(val_keyed, batch_size=bs, sampler=val_sampler, collate_fn=collate_skip_none,
                             generator=gens[1], **common)
-    return Data(train_set, val_set, sampler, train_loader, val_loader, bad_log)
+    device_transform = None
+    if dc.get("pipeline", "timm") == "gpu":
+        from .fast.gpu import build_gpu_augment
+        device_transform = build_gpu_augment(dc, seed, rank)
+    elif dc.get("pipeline", "timm") != "timm":
+        from .fast.device import build_device_augment
+        device_transform = build_device_augment(dc, seed, rank)
+    return Data(train_set, val_set, sampler, train_loader, val_loader, bad_log, device_transform)
 
 
 def build_val_loader(cfg: Dict[str, Any], workers: Optional[int] = None):

@@ -53,6 +53,14 @@ DEFAULTS: Dict[str, Any] = {
         "eval_crop_pct": 0.875,
         "repeated_aug": 1,                   # repeated-augmentation count (DeiT: 3); 1 = off
         "bad_image_tries": 32,               # unreadable images replaced by their successors up to this many in a row
+        "pipeline": "timm",                  # training data path: timm (PIL transforms, float tensors from the
+                                             # workers) | fast (same augmentation draws, scaled JPEG decode,
+                                             # uint8 from the workers, normalize + erasing batched on the device)
+                                             # | fast_device (fast, and flip + RandAugment batched on the device
+                                             # too; needs a rand-* auto_augment) | gpu (fast_device with the
+                                             # JPEG decode, crop and resize on the device too: nvjpeg);
+                                             # folder format only;
+                                             # pretrain/data/fast, docs/benchmarks/loader.md
     },
     "mixer": {"name": "mixup_cutmix", "label_smoothing": 0.1},
     "optim": {
@@ -329,6 +337,16 @@ def validate(cfg: Dict[str, Any]) -> None:
         (int(d["img_size"]) > 0, f"data.img_size must be > 0, got {d['img_size']}"),
         (int(d["workers"]) >= 0, f"data.workers must be >= 0, got {d['workers']}"),
         (int(d["repeated_aug"]) >= 1, f"data.repeated_aug must be >= 1 (1 = off), got {d['repeated_aug']}"),
+        (d["pipeline"] in ("timm", "fast", "fast_device", "gpu"),
+         f"data.pipeline must be timm|fast|fast_device|gpu, got {d['pipeline']!r}"),
+        (d["pipeline"] != "gpu" or d["interpolation"] == "bicubic",
+         f"data.pipeline=gpu resizes with bicubic only, got data.interpolation={d['interpolation']!r}"),
+        (d["pipeline"] not in ("fast_device", "gpu") or str(d["auto_augment"]).startswith("rand-")
+         or (not d["auto_augment"] and not d["color_jitter"]),
+         "data.pipeline=fast_device|gpu runs RandAugment ('rand-...') configs only (or none with color_jitter 0), "
+         f"got auto_augment={d['auto_augment']!r}"),
+        (d["pipeline"] == "timm" or d["format"] == "folder",
+         f"data.pipeline=fast reads ImageNet-style folders only (data.format=folder), got {d['format']!r}"),
         (int(d["bad_image_tries"]) >= 1, f"data.bad_image_tries must be >= 1, got {d['bad_image_tries']}"),
         (0.0 <= float(d["re_prob"]) <= 1.0, f"data.re_prob must lie in [0, 1], got {d['re_prob']}"),
         (0.0 < float(d["eval_crop_pct"]) <= 1.0, f"data.eval_crop_pct must lie in (0, 1], got {d['eval_crop_pct']}"),

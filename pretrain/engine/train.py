@@ -172,6 +172,8 @@ def _train(cfg: Dict[str, Any], rank: int, world: int, device: torch.device, ckp
                         break
                     data_wait += time.time() - t0
                     images = batch[0].to(device, non_blocking=True)
+                    if data.device_transform is not None:  # data.pipeline=fast: uint8 -> normalized, erased
+                        images = data.device_transform(images, epoch, i)
                     labels = batch[1].to(device, non_blocking=True)
                     extras = _to_device(batch[2], device) if len(batch) > 2 else None
                     lr = lr_fn(p.step, epoch)
