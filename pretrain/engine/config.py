@@ -96,6 +96,8 @@ DEFAULTS: Dict[str, Any] = {
         "max_steps": 0,                      # stop after this many optimizer steps (smoke runs; 0 = off)
         "channels_last": False,
         "compile": False,
+        "accum_steps": 1,                    # micro-batches per optimizer step (data.batch_size is the whole step's)
+        "grad_checkpointing": False,         # timm's set_grad_checkpointing on the model (recompute in backward)
         "progress": "auto",                  # tqdm bar on rank 0: auto (when stderr is a terminal) | true | false
         "tensorboard": True,                 # events under <out_dir>/tb
     },
@@ -346,6 +348,8 @@ def validate(cfg: Dict[str, Any]) -> None:
         (int(t["checkpoint_steps"]) >= 0, f"train.checkpoint_steps must be >= 0, got {t['checkpoint_steps']}"),
         (int(t["save_every"]) >= 0, f"train.save_every must be >= 0, got {t['save_every']}"),
         (int(t["max_steps"]) >= 0, f"train.max_steps must be >= 0, got {t['max_steps']}"),
+        (int(t["accum_steps"]) >= 1 and int(d["batch_size"]) % int(t["accum_steps"]) == 0,
+         f"train.accum_steps must be >= 1 and divide data.batch_size={d['batch_size']}, got {t['accum_steps']}"),
         (int(t["eval_interval"]) >= 1, f"train.eval_interval must be >= 1, got {t['eval_interval']}"),
         (t["progress"] in ("auto", True, False), f"train.progress must be auto|true|false, got {t['progress']}"),
         (t["resume"] is None or isinstance(t["resume"], str),

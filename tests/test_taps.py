@@ -1,0 +1,125 @@
+"""CLS-attention taps of every model family (DeiT, XCiT, CaiT, CA-Swin) against a materialised reference,
+a two-step TransMix run per family through the engine, and downstream's refusal of their weights."""
+import json
+import os
+
+import pytest
+import timm
+import torch
+
+import pretrain.models.ca_swin  # noqa: F401 - registers ca_swin_*
+from pretrain.checkpoint import CheckpointError, read_checkpoint
+from pretrain.engine.config import load_config
+from pretrain.engine.train import train
+from pretrain.models.taps import build_tap, family
+
+CFG = os.path.join(os.path.dirname(__file__), "..", "configs", "pretrain", "synthetic_transmix.yaml")
+
+# tiny widths; images 32 x 32
+TINY = {
+    "vit": ("deit_tiny_patch16_224", dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)),
+    "xcit": ("xcit_nano_12_p16_224", dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
+                                          cls_attn_layers=2)),
+    "cait": ("cait_xxs24_224", dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
+                                    depth_token_only=2)),
+    "ca_swin": ("ca_swin_tiny_patch4_window7_224", dict(img_size=32, patch_size=2, embed_dim=16, depths=(1, 1, 1, 2),
+                                                        num_heads=(1, 1, 2, 2), window_size=2)),
+}
+GRID = {"vit": (4, 4), "xcit": (4, 4), "cait": (4, 4), "ca_swin": (2, 2)}
+
+
+def _observed(model, fam):
+    if fam == "vit":
+        return model.blocks[-1].attn
+    if fam == "xcit":
+        return model.cls_attn_blocks[-1].attn
+    return model.blocks_token_only[-1].attn
+
+
+def _reference(attn, x, fam):
+    """Full softmax(Q K^T / sqrt(d)) (B, h, N, N) of the observed module's input ``x``; the CLS row, mean over
+    heads, patch entries. Functional linears: the modules' hooks (the tap's) are not called."""
+    lin = torch.nn.functional.linear
+    b, n, c = x.shape
+    h = attn.num_heads
+    if fam == "vit":
+        assert isinstance(attn.q_norm, torch.nn.Identity) and isinstance(attn.k_norm, torch.nn.Identity)
+        q, k, _ = lin(x, attn.qkv.weight, attn.qkv.bias).reshape(b, n, 3, h, c // h).permute(2, 0, 3, 1, 4)
+    else:  # timm ClassAttn: its q/k linears on every token
+        q = lin(x, attn.q.weight, attn.q.bias).reshape(b, n, h, c // h).transpose(1, 2)
+        k = lin(x, attn.k.weight, attn.k.bias).reshape(b, n, h, c // h).transpose(1, 2)
+    full = torch.softmax(q @ k.transpose(-2, -1) / (c // h) ** 0.5, dim=-1)  # B, h, N, N
+    return full[:, :, 0, 1:].mean(1)
+
+
+@pytest.mark.parametrize("fam", list(TINY))
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_tap_equals_materialised_attention(fam, checkpointing):
+    torch.manual_seed(0)
+    name, kw = TINY[fam]
+    model = timm.create_model(name, num_classes=3, **kw)
+    assert family(model) == fam
+    model.set_grad_checkpointing(checkpointing)
+    tap = build_tap(model)
+    seen = []
+    hook = _observed(model, fam).register_forward_pre_hook(lambda m, a: seen.append(a[0].detach()))
+    x = torch.randn(3, 3, 32, 32)
+    logits = model(x)
+    got = tap.patch_attention().clone()
+    assert got.shape == (3, GRID[fam][0] * GRID[fam][1]) and tap.grid(32, 32) == GRID[fam]
+    assert not got.requires_grad
+    with torch.no_grad():
+        want = _reference(_observed(model, fam), seen[0], fam)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    # a backward that recomputes the checkpointed blocks leaves the forward's record in place (not recomputed)
+    recorded = tap.token_attention()
+    logits.sum().backward()
+    assert tap.token_attention() is recorded
+    if checkpointing and fam in ("vit", "xcit"):  # their observed block is checkpointed: recomputed in backward
+        assert len(seen) == 2
+    assert torch.equal(tap.patch_attention(), got)
+    # and differs from another input's attention (the tap is not constant)
+    model(torch.randn(3, 3, 32, 32))
+    assert not torch.allclose(tap.patch_attention(), got)
+    hook.remove()
+    tap.remove()
+
+
+def _cfg(fam, root, out, extra=()):
+    name, kw = TINY[fam]
+    cfg = load_config(CFG, [f"data.root={root}/imagenet", "data.num_classes=4", "data.img_size=32",
+                            "data.batch_size=8", "data.workers=0", f"model.name={name}", "model.kwargs.img_size=32", f"train.out_dir={out}",
+                            "train.epochs=1", "train.max_steps=2", "train.log_interval=1", "train.tensorboard=false",
+                            *extra])
+    cfg["model"]["kwargs"] = dict(kw)
+    return cfg
+
+
+@pytest.mark.parametrize("fam", ["xcit", "cait", "ca_swin"])
+def test_two_step_transmix_run_per_family_and_downstream_refuses_it(fam, synthetic_root, tmp_path):
+    out = tmp_path / fam
+    summary = train(_cfg(fam, synthetic_root, out))
+    assert summary["steps"] == 2
+    steps = [json.loads(x) for x in open(out / "steps.jsonl")]
+    assert len(steps) == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in steps)
+    files = sorted(out.glob("*.safetensors"))
+    assert files, os.listdir(out)
+    sd, meta = read_checkpoint(str(files[0]), expect=None)
+    assert meta["format"] == "vitmix-timm" and meta["arch"]["family"] == fam
+    assert not (out / "config.json").exists()  # not a timm local-dir ViT
+    with pytest.raises(CheckpointError, match=f"{files[0].name} holds a {fam} model .*not a plain ViT"):
+        read_checkpoint(str(files[0]))
+    from downstream.weights import build_backbone_from_checkpoint
+    with pytest.raises(CheckpointError, match=f"holds a {fam} model"):
+        build_backbone_from_checkpoint(str(files[0]))
+
+
+def test_untagged_class_attention_weights_are_refused_by_family(tmp_path):
+    from safetensors.torch import save_file
+    for fam, label in (("xcit", "xcit"), ("cait", "cait or ca_swin")):
+        name, kw = TINY[fam]
+        sd = {k: v.contiguous() for k, v in timm.create_model(name, num_classes=3, **kw).state_dict().items()}
+        path = tmp_path / f"{fam}.safetensors"
+        save_file(sd, str(path))
+        with pytest.raises(CheckpointError, match=f"{fam}.safetensors holds a {label} model"):
+            read_checkpoint(str(path))
