@@ -123,3 +123,36 @@ def test_untagged_class_attention_weights_are_refused_by_family(tmp_path):
         save_file(sd, str(path))
         with pytest.raises(CheckpointError, match=f"{fam}.safetensors holds a {label} model"):
             read_checkpoint(str(path))
+
+
+@pytest.mark.parametrize("fam", list(TINY))
+def test_transmix_targets_from_each_familys_attention(fam):
+    """Through the objective: own-label weight (lam_area + lam_attn) / 2 with lam_attn from the materialised
+    attention and the paste mask pooled (nearest) to the family's grid (2 x 2 for CA-Swin here, 7 x 7 at 224)."""
+    from pretrain.mixing import build_mixer
+    from pretrain.objectives.classification import ClassificationObjective
+    torch.manual_seed(0)
+    name, kw = TINY[fam]
+    model = timm.create_model(name, num_classes=4, **kw)
+    objective = ClassificationObjective(build_mixer({"name": "transmix", "mixup_alpha": 0.0, "label_smoothing": 0.0},
+                                                    4, seed=5))
+    objective.bind(model)
+    seen, got = [], {}
+    hook = _observed(model, fam).register_forward_pre_hook(lambda m, a: seen.append(a[0].detach()))
+    targets = objective.mixer.targets
+
+    def spy(batch, attention):
+        got.update(batch=batch, attention=attention, targets=targets(batch, attention))
+        return got["targets"]
+    objective.mixer.targets = spy
+    labels = torch.arange(4)
+    objective.forward_loss(model, torch.randn(4, 3, 32, 32), labels)
+    hook.remove()
+    batch = got["batch"]
+    assert got["attention"].shape == (4, *GRID[fam]) and batch.cut.all()
+    with torch.no_grad():
+        a = _reference(_observed(model, fam), seen[0], fam)
+    m = torch.nn.functional.interpolate(batch.mask.float(), size=GRID[fam], mode="nearest").flatten(1)
+    lam_attn = ((1 - m) * a).sum(1) / a.sum(1)
+    want = 0.5 * (batch.aux["lam_area"] + lam_attn)
+    torch.testing.assert_close(got["targets"][torch.arange(4), labels], want, rtol=1e-5, atol=1e-6)
