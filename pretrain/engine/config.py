@@ -268,7 +268,10 @@ def check_vit_sizes(cfg: Dict[str, Any]) -> None:
         return
     kw = m.get("kwargs") or {}
     for name in ("depth", "embed_dim", "num_heads"):  # the timm ViT arguments configs set most
-        if name in kw and (isinstance(kw[name], bool) or not isinstance(kw[name], int) or kw[name] < 1):
+        v = kw.get(name)
+        if name == "num_heads" and isinstance(v, (list, tuple)) and v:  # per stage (Swin, CA-Swin)
+            v = v[0] if all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v) else v
+        if name in kw and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise ValueError(f"model.kwargs.{name} must be an integer >= 1, got {kw[name]!r} ({_kind(kw[name])})")
     if "mlp_ratio" in kw and (_number(kw["mlp_ratio"]) is None or isinstance(kw["mlp_ratio"], str)):
         raise ValueError(f"model.kwargs.mlp_ratio must be a number, got {kw['mlp_ratio']!r} ({_kind(kw['mlp_ratio'])})")
