@@ -351,8 +351,10 @@ def validate(cfg: Dict[str, Any]) -> None:
         (int(t["checkpoint_steps"]) >= 0, f"train.checkpoint_steps must be >= 0, got {t['checkpoint_steps']}"),
         (int(t["save_every"]) >= 0, f"train.save_every must be >= 0, got {t['save_every']}"),
         (int(t["max_steps"]) >= 0, f"train.max_steps must be >= 0, got {t['max_steps']}"),
-        (int(t["accum_steps"]) >= 1 and int(d["batch_size"]) % int(t["accum_steps"]) == 0,
-         f"train.accum_steps must be >= 1 and divide data.batch_size={d['batch_size']}, got {t['accum_steps']}"),
+        (int(t["accum_steps"]) >= 1 and int(d["batch_size"]) % int(t["accum_steps"]) == 0
+         and int(d["batch_size"]) // int(t["accum_steps"]) >= 2,
+         f"train.accum_steps must be >= 1 and divide data.batch_size={d['batch_size']} into micro-batches of at "
+         f"least 2 (mixing pairs samples), got {t['accum_steps']}"),
         (int(t["eval_interval"]) >= 1, f"train.eval_interval must be >= 1, got {t['eval_interval']}"),
         (t["progress"] in ("auto", True, False), f"train.progress must be auto|true|false, got {t['progress']}"),
         (t["resume"] is None or isinstance(t["resume"], str),
