@@ -109,9 +109,13 @@ def test_two_step_transmix_run_per_family_and_downstream_refuses_it(fam, synthet
     assert not (out / "config.json").exists()  # not a timm local-dir ViT
     with pytest.raises(CheckpointError, match=f"{files[0].name} holds a {fam} model .*not a plain ViT"):
         read_checkpoint(str(files[0]))
-    from downstream.weights import build_backbone_from_checkpoint
+    from downstream.weights import build_backbone_from_checkpoint, load_pretrained
     with pytest.raises(CheckpointError, match=f"holds a {fam} model"):
         build_backbone_from_checkpoint(str(files[0]))
+    # what the MMSeg / MMDet / Detectron2 backbones call to load their ViT
+    vit = timm.create_model("deit_tiny_patch16_224", num_classes=0, img_size=32, patch_size=8, depth=2)
+    with pytest.raises(CheckpointError, match=f"holds a {fam} model .*not a plain ViT"):
+        load_pretrained(vit, str(files[0]))
 
 
 def test_untagged_class_attention_weights_are_refused_by_family(tmp_path):
