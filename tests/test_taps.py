@@ -160,3 +160,25 @@ def test_transmix_targets_from_each_familys_attention(fam):
     lam_attn = ((1 - m) * a).sum(1) / a.sum(1)
     want = 0.5 * (batch.aux["lam_area"] + lam_attn)
     torch.testing.assert_close(got["targets"][torch.arange(4), labels], want, rtol=1e-5, atol=1e-6)
+
+
+def test_vit_family_tap_is_bit_identical_to_cls_attention_tap():
+    from pretrain.models.vit import ClsAttentionTap
+    name, kw = TINY["vit"]
+    model = timm.create_model(name, num_classes=3, **kw)
+    old, new = ClsAttentionTap(model), build_tap(model)
+    model(torch.randn(2, 3, 32, 32))
+    assert torch.equal(old.patch_attention(), new.patch_attention())
+    old.remove()
+    new.remove()
+
+
+def test_class_attention_run_resumes(synthetic_root, tmp_path):
+    """A CaiT TransMix run stopped after 2 steps and resumed to 3 repeats the uninterrupted run's third loss."""
+    full, part = tmp_path / "full", tmp_path / "part"
+    det = ["train.deterministic=true", "train.checkpoint_steps=1"]
+    train(_cfg("cait", synthetic_root, full, det + ["train.max_steps=3"]))
+    train(_cfg("cait", synthetic_root, part, det))
+    train(_cfg("cait", synthetic_root, part, det + ["train.max_steps=3", "train.resume=auto"]))
+    losses = [[json.loads(x)["loss"] for x in open(d / "steps.jsonl")] for d in (full, part)]
+    assert len(losses[0]) == 3 and losses[1][-1] == losses[0][-1]
