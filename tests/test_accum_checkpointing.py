@@ -9,6 +9,7 @@ import pytest
 import timm
 import torch
 
+import pretrain.models.ca_swin  # noqa: F401 - registers ca_swin_*
 from pretrain.engine.config import load_config
 from pretrain.engine.step import TrainStep
 from pretrain.engine.train import train
@@ -95,6 +96,9 @@ def test_accum_steps_must_divide_the_batch():
 @pytest.mark.parametrize("name,kw", [
     ("deit_tiny_patch16_224", dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)),
     ("xcit_nano_12_p16_224", dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, cls_attn_layers=2)),
+    ("cait_xxs24_224", dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, depth_token_only=2)),
+    ("ca_swin_tiny_patch4_window7_224", dict(img_size=32, patch_size=2, embed_dim=16, depths=(1, 1, 1, 2),
+                                             num_heads=(1, 1, 2, 2), window_size=2)),
 ])
 def test_checkpointing_gives_the_same_transmix_loss_and_gradients(name, kw):
     torch.manual_seed(0)
@@ -107,9 +111,15 @@ def test_checkpointing_gives_the_same_transmix_loss_and_gradients(name, kw):
         objective = ClassificationObjective(build_mixer({"name": "transmix", "mixup_alpha": 0.0}, 4, seed=3))
         objective.bind(model)
         assert objective.tap is not None
+        first = dict(model.named_modules()).get("blocks.0") or dict(model.named_modules())["layers.0.blocks.0"]
+        calls = []
+        hook = first.register_forward_pre_hook(lambda *a: calls.append(1))  # (a recompute may stop early)
         torch.manual_seed(1)  # same drop-path draws
         loss, _ = objective.forward_loss(model, x, y)
+        n_forward = len(calls)
         loss.backward()
+        hook.remove()
+        assert len(calls) == n_forward * (2 if model is ckpt else 1)  # checkpointing really recomputes
         losses.append(loss.item())
         grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
         objective.close()
