@@ -182,3 +182,20 @@ def test_class_attention_run_resumes(synthetic_root, tmp_path):
     train(_cfg("cait", synthetic_root, part, det + ["train.max_steps=3", "train.resume=auto"]))
     losses = [[json.loads(x)["loss"] for x in open(d / "steps.jsonl")] for d in (full, part)]
     assert len(losses[0]) == 3 and losses[1][-1] == losses[0][-1]
+
+
+@pytest.mark.parametrize("fam", ["xcit", "ca_swin"])
+def test_two_step_tokenmix_run_per_family(fam, synthetic_root, tmp_path):
+    """TokenMix (area targets: no teacher) on a class-attention model; its token grid is the model's patch grid
+    (CA-Swin: mixer.patch_size names the token size, here its 16 px final-stage tokens at 32 px input)."""
+    extra = ["mixer={name: tokenmix, mixup_alpha: 0.0, target: area, loss: bce}"]
+    if fam == "ca_swin":
+        extra.append("mixer.patch_size=16")
+    summary = train(_cfg(fam, synthetic_root, tmp_path / fam, extra))
+    assert summary["steps"] == 2 and summary["skipped_steps"] == 0
+
+
+def test_ca_swin_t_has_swin_t_parameters_and_a_7x7_grid():
+    model = timm.create_model("ca_swin_tiny_patch4_window7_224", num_classes=1000)
+    assert abs(sum(p.numel() for p in model.parameters()) / 1e6 - 28.3) < 0.05  # the TransMix paper's 28.3M
+    assert build_tap(model).grid(224, 224) == (7, 7) and model.reduction == 32
