@@ -1,27 +1,27 @@
 """CLS-attention taps by model family: what TransMix (and the attention studies) read from a forward pass.
 
-One interface, :class:`Tap`: after ``logits = model(x)``, ``patch_attention()`` is the (B, P) head-averaged
+One (duck-typed) interface for every family: after ``logits = model(x)``, ``patch_attention()`` is the (B, P) head-averaged
 attention of the class token on the patch tokens of the last attention that has a class-token query, taken
 from that same forward pass and detached; ``grid(h, w)`` is the (rows, cols) of those P tokens for an h x w
 input. :func:`build_tap` dispatches on :func:`family`:
 
-=========  ==============================================  =================================  ==================
-family     models                                          observed module                    grid at 224
-=========  ==============================================  =================================  ==================
-``vit``    timm ``VisionTransformer`` (DeiT, ViT)           ``blocks[-1].attn`` (``Attention``)  14 x 14 (patch 16)
-``xcit``   timm ``Xcit`` (XCiT-S24, XCiT-L24, ...)          ``cls_attn_blocks[-1].attn``       14 x 14 (patch 16)
-``cait``   timm ``Cait`` (CaiT-XXS24, ...)                  ``blocks_token_only[-1].attn``     14 x 14 (patch 16)
-``ca_swin`` :class:`pretrain.models.ca_swin.CASwin`        ``blocks_token_only[-1].attn``     7 x 7 (32 px)
-=========  ==============================================  =================================  ==================
+* ``vit``: timm ``VisionTransformer`` (DeiT, ViT); observes ``blocks[-1].attn`` (timm ``Attention``);
+  14 x 14 grid at 224 (patch 16);
+* ``xcit``: timm ``Xcit`` (XCiT-S24, XCiT-L24, ...); ``cls_attn_blocks[-1].attn``; 14 x 14 (patch 16);
+* ``cait``: timm ``Cait`` (CaiT-XXS24, ...); ``blocks_token_only[-1].attn``; 14 x 14 (patch 16);
+* ``ca_swin``: :class:`pretrain.models.ca_swin.CASwin`; ``blocks_token_only[-1].attn`` on the final stage's
+  tokens; 7 x 7 at 224 (32 px per token), so TransMix pools its paste mask to that grid.
 
-``vit`` is :class:`pretrain.models.vit.ClsAttentionTap`, unchanged. The other three observe timm's
+``vit`` is :class:`pretrain.models.vit.ClsAttentionTap` (its values bit for bit), with that backward guard. The other three observe timm's
 ``ClassAttn`` (cait.py, also XCiT's): its ``q`` linear runs on the class token only and its ``k`` linear on all
 tokens, so forward hooks on those two linears see exactly the CLS query (B, C) and the keys (B, N, C) the block
 uses, and the tap evaluates ``softmax(q_cls K^T / sqrt(d))`` (B, heads, N): one row per head, never N x N. The
 block still runs timm's fused attention; the tap adds one (B, h, 1, d) x (B, h, d, N) product.
 
-Activation checkpointing recomputes a checkpointed block during backward and so calls its hooks again; every
-tap ignores calls made while autograd runs a backward pass, so what was recorded in the forward pass stays.
+Activation checkpointing recomputes a checkpointed block during backward and so calls its hooks again (and a
+non-reentrant recompute may stop early, between the q and the k hook); every tap ignores calls made while
+autograd runs a backward pass (:func:`in_backward`, torch's ``_current_graph_task_id``), so what was recorded
+in the forward pass stays.
 """
 from __future__ import annotations
 
