@@ -38,8 +38,10 @@ FAMILIES = ("vit", "xcit", "cait", "ca_swin")
 
 
 def in_backward() -> bool:
-    """True while autograd runs a backward pass (e.g. a checkpointed block's recompute)."""
-    return torch._C._current_graph_task_id() != -1
+    """True while autograd runs a backward pass (e.g. a checkpointed block's recompute); False where torch
+    does not expose it (then a recompute rewrites the record with the same values)."""
+    task = getattr(torch._C, "_current_graph_task_id", None)
+    return task is not None and task() != -1
 
 
 def family(model: nn.Module, default: Optional[str] = None) -> str:
