@@ -58,3 +58,27 @@ def test_two_processes_agree_on_skipping_a_step_one_rank_found_bad(synthetic_roo
     # each rank has its own generators (seeded seed + rank) and they were saved separately
     assert not torch.equal(state["ranks"][0]["rng"]["torch"], state["ranks"][1]["rng"]["torch"])
     assert all(torch.isfinite(v).all() for v in load_file(str(out / "model.safetensors")).values())
+
+
+@pytest.mark.slow
+def test_accumulation_under_ddp_gives_the_update_of_whole_batches(synthetic_root, tmp_path):
+    """2 gloo processes, batch 8 per process: accum_steps 2 (micro-batches of 4, DDP's no_sync on the first)
+    ends with the weights and losses of accum_steps 1, within float tolerance (no mixing, so the same draws)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+    losses, weights = [], []
+    for k in (1, 2):
+        out = tmp_path / f"accum{k}"
+        overrides = [f"data.root={synthetic_root}/imagenet", "data.num_classes=4", "data.img_size=32",
+                     "data.batch_size=8", "data.workers=0", "model.kwargs.img_size=32", "model.kwargs.depth=1",
+                     f"train.out_dir={out}", "train.epochs=1", "train.max_steps=3", "train.log_interval=1",
+                     "train.tensorboard=false", "train.deterministic=true", "mixer={name: none}",
+                     "optim.clip_grad=1.0", f"train.accum_steps={k}"]
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
+                               "--nproc-per-node=2", "-m", "pretrain.train", "--config", CFG, *overrides],
+                              env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        losses.append([json.loads(x)["loss"] for x in open(out / "steps.jsonl")])
+        weights.append(load_file(str(out / "model.safetensors")))
+    assert len(losses[0]) == 3 and losses[0] == pytest.approx(losses[1], rel=1e-5)
+    for key, v in weights[0].items():
+        torch.testing.assert_close(weights[1][key], v, rtol=1e-4, atol=1e-5, msg=key)

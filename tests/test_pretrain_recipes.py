@@ -19,9 +19,13 @@ RECIPES = sorted(glob.glob(os.path.join(CFG_DIR, "*.yaml")))
 DEIT = [f"deit_{m}_{k}" for m in "tsb" for k in ("deit", "cutmix", "transmix", "tokenmix")]
 
 
-def _shrink(root, out):
+TINY_KWARGS = "{img_size: 32, patch_size: 8, depth: 1, embed_dim: 32, num_heads: 2}"
+TINY_SWIN_KWARGS = "{img_size: 32, patch_size: 2, embed_dim: 16, depths: [1, 1, 1, 2], num_heads: [1, 1, 2, 2], window_size: 2}"
+
+
+def _shrink(root, out, kwargs=TINY_KWARGS):
     return [f"data.root={root}/imagenet", "data.num_classes=4", "data.img_size=32", "data.batch_size=8",
-            "data.workers=0", "model.kwargs={img_size: 32, patch_size: 8, depth: 1, embed_dim: 32, num_heads: 2}",
+            "data.workers=0", f"model.kwargs={kwargs}",
             f"train.out_dir={out}", "train.max_steps=2", "train.epochs=2", "train.tensorboard=false",
             "train.log_interval=1", "optim.cooldown_epochs=0"]  # a 2-epoch run has no room for a 10-epoch cooldown
 
@@ -136,7 +140,8 @@ def test_recipe_trains_two_steps_on_cpu(path, synthetic_root, tiny_assets, tmp_p
         cfg0 = load_config(path)
         if cfg0["mixer"].get("target") == "label_map":
             extra.append(f"mixer.label_maps={label_maps}")
-    cfg = load_config(path, _shrink(synthetic_root, tmp_path / name) + extra)
+    kwargs = TINY_SWIN_KWARGS if "swin" in name else TINY_KWARGS
+    cfg = load_config(path, _shrink(synthetic_root, tmp_path / name, kwargs) + extra)
     if cfg["mixer"]["name"] == "attentive_cutmix":  # needs a CNN: a random-weight ResNet-18 stands in for it
         cfg["mixer"]["model"] = {"name": "resnet18", "random_init": True}
         cfg["mixer"]["k"] = 1
@@ -148,3 +153,7 @@ def test_recipe_trains_two_steps_on_cpu(path, synthetic_root, tiny_assets, tmp_p
     final = summary["final"]
     assert final["partial_epoch"] and final["val_images"] == 32 and 0.0 <= final["val_top1"] <= 100.0
     assert os.path.isfile(tmp_path / name / "model.safetensors")
+    if name.startswith(("xcit", "cait", "ca_swin")):  # class-attention families: their tap served TransMix
+        from pretrain.checkpoint import read_checkpoint
+        meta = read_checkpoint(str(tmp_path / name / "model.safetensors"), expect=None)[1]
+        assert meta["format"] == "vitmix-timm" and meta["arch"]["model"] == cfg["model"]["name"]

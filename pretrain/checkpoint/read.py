@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
-from .formats import DESCRIPTIONS, MIXMO, TRUST_PICKLE_ENV, VIT
+from .formats import DESCRIPTIONS, MIXMO, TIMM, TRUST_PICKLE_ENV, VIT
 from .pickles import (EMPTY, KIND_NAMES, PICKLE, SAFETENSORS, TORCH_ZIP, UNKNOWN, RefusedGlobal, file_kind,
                       load_weights_pickle, safetensors_size_problem)
 
@@ -217,9 +217,34 @@ def strip_prefixes(sd: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor]
     return sd, removed
 
 
-def _check_format(path: str, fmt: Optional[str], expect: Optional[str]) -> None:
+# key prefixes of timm models that are not a plain VisionTransformer, by family
+_FAMILY_KEYS = (("xcit", re.compile(r"^(module\.)?cls_attn_blocks\.")),
+                ("cait or ca_swin", re.compile(r"^(module\.)?blocks_token_only\.")),
+                ("swin", re.compile(r"^(module\.)?layers\.\d+\.blocks\.")))
+
+
+def _not_plain_vit(path: str, family: str, model: Optional[str] = None) -> CheckpointError:
+    what = f"a {family} model" + (f" ({model})" if model else "")
+    return CheckpointError(f"{path} holds {what}, not a plain ViT: the downstream backbones and ViT readers host "
+                           f"only timm VisionTransformer weights ({DESCRIPTIONS[VIT]}, format {VIT!r}); "
+                           "pretrain a ViT/DeiT for transfer, or evaluate this classifier with timm")
+
+
+def _check_family(path: str, sd: Dict[str, Any], expect: Optional[str]) -> None:
+    """An untagged file of a class-attention or Swin model refused by name where a ViT is expected."""
+    if expect != VIT:
+        return
+    for family, pattern in _FAMILY_KEYS:
+        if any(pattern.match(k) for k in sd):
+            raise _not_plain_vit(path, family)
+
+
+def _check_format(path: str, fmt: Optional[str], expect: Optional[str], arch: Any = None) -> None:
     if expect is None or fmt == expect:
         return
+    if fmt == TIMM and expect == VIT:
+        arch = arch if isinstance(arch, dict) else {}
+        raise _not_plain_vit(path, str(arch.get("family", "class-attention")), arch.get("model"))
     if expect == MIXMO:  # only our MixMo runs write MixMo networks
         raise CheckpointError(f"{path} is not a MixMo checkpoint (format {fmt!r}): expected "
                               f"{DESCRIPTIONS[MIXMO]}, written by a MixMo run (format {MIXMO!r})")
@@ -277,7 +302,9 @@ def read_checkpoint(path: str, trust_pickle: Optional[bool] = None,
             metadata["arch"] = json.loads(metadata["arch"])
         except json.JSONDecodeError:
             raise CheckpointError(f"{path}: metadata 'arch' is not valid JSON: {metadata['arch']!r}") from None
-    _check_format(path, metadata.get("format"), expect)
+    _check_format(path, metadata.get("format"), expect, metadata.get("arch"))
+    if metadata.get("format") is None:
+        _check_family(path, sd, expect)
     if notes:
         metadata.setdefault("_notes", []).extend(notes)
     return sd, metadata

@@ -104,6 +104,8 @@ DEFAULTS: Dict[str, Any] = {
         "max_steps": 0,                      # stop after this many optimizer steps (smoke runs; 0 = off)
         "channels_last": False,
         "compile": False,
+        "accum_steps": 1,                    # micro-batches per optimizer step (data.batch_size is the whole step's)
+        "grad_checkpointing": False,         # timm's set_grad_checkpointing on the model (recompute in backward)
         "progress": "auto",                  # tqdm bar on rank 0: auto (when stderr is a terminal) | true | false
         "tensorboard": True,                 # events under <out_dir>/tb
     },
@@ -274,7 +276,10 @@ def check_vit_sizes(cfg: Dict[str, Any]) -> None:
         return
     kw = m.get("kwargs") or {}
     for name in ("depth", "embed_dim", "num_heads"):  # the timm ViT arguments configs set most
-        if name in kw and (isinstance(kw[name], bool) or not isinstance(kw[name], int) or kw[name] < 1):
+        v = kw.get(name)
+        if name == "num_heads" and isinstance(v, (list, tuple)) and v:  # per stage (Swin, CA-Swin)
+            v = v[0] if all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v) else v
+        if name in kw and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise ValueError(f"model.kwargs.{name} must be an integer >= 1, got {kw[name]!r} ({_kind(kw[name])})")
     if "mlp_ratio" in kw and (_number(kw["mlp_ratio"]) is None or isinstance(kw["mlp_ratio"], str)):
         raise ValueError(f"model.kwargs.mlp_ratio must be a number, got {kw['mlp_ratio']!r} ({_kind(kw['mlp_ratio'])})")
@@ -364,6 +369,10 @@ def validate(cfg: Dict[str, Any]) -> None:
         (int(t["checkpoint_steps"]) >= 0, f"train.checkpoint_steps must be >= 0, got {t['checkpoint_steps']}"),
         (int(t["save_every"]) >= 0, f"train.save_every must be >= 0, got {t['save_every']}"),
         (int(t["max_steps"]) >= 0, f"train.max_steps must be >= 0, got {t['max_steps']}"),
+        (int(t["accum_steps"]) >= 1 and int(d["batch_size"]) % int(t["accum_steps"]) == 0
+         and int(d["batch_size"]) // int(t["accum_steps"]) >= 2,
+         f"train.accum_steps must be >= 1 and divide data.batch_size={d['batch_size']} into micro-batches of at "
+         f"least 2 (mixing pairs samples), got {t['accum_steps']}"),
         (int(t["eval_interval"]) >= 1, f"train.eval_interval must be >= 1, got {t['eval_interval']}"),
         (t["progress"] in ("auto", True, False), f"train.progress must be auto|true|false, got {t['progress']}"),
         (t["resume"] is None or isinstance(t["resume"], str),

@@ -4,6 +4,7 @@ times against a bare timm step.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -34,6 +35,10 @@ class TrainStep:
         clip_grad: max global gradient norm or None.
         ema: a timm ``ModelEmaV3`` of ``model`` or None.
         channels_last: the engine's ``train.channels_last`` (passed to the objective).
+        accum_steps: ``train.accum_steps``: the batch is cut into this many equal micro-batches, each one's
+            forward and backward run in turn (the objective, and so the mixer, draws per micro-batch), each
+            loss weighted by its share of the batch so the summed gradient is the full batch's mean; clipping,
+            the non-finite check, the update and the EMA follow once; DDP syncs only on the last micro-batch.
 
     ``step(images, labels, extras, lr=lr, step=s)`` takes a (B, 3, H, W) float batch and (B,) int64 labels
     on the device and returns a :class:`StepResult`. ``loss, details = objective.forward_loss(net, images,
@@ -43,8 +48,9 @@ class TrainStep:
     """
 
     def __init__(self, model, net, objective, optimizer, scaler, amp_dtype=None, clip_grad=None, ema=None,
-                 channels_last: bool = False):
+                 channels_last: bool = False, accum_steps: int = 1):
         self.model, self.net, self.objective = model, net, objective
+        self.accum_steps = int(accum_steps)
         self.optimizer, self.scaler, self.amp_dtype = optimizer, scaler, amp_dtype
         self.clip_grad = float(clip_grad) if clip_grad else None
         self.ema = ema
@@ -66,10 +72,13 @@ class TrainStep:
         if lr is not None:
             for g in self.optimizer.param_groups:
                 g["lr"] = lr
-        loss, details = self.objective.forward_loss(self.net, images, labels, extras, step=step,
-                                                    autocast=self._autocast, channels_last=self.channels_last)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        if self.accum_steps > 1:
+            loss, details = self._accumulate(images, labels, extras, step)
+        else:
+            loss, details = self.objective.forward_loss(self.net, images, labels, extras, step=step,
+                                                        autocast=self._autocast, channels_last=self.channels_last)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
         grad_norm = None
         if self.clip_grad:
             self.scaler.unscale_(self.optimizer)
@@ -95,3 +104,38 @@ class TrainStep:
         return StepResult(loss=values[2], skipped=skipped, stop=stop,
                           grad_norm=values[3] if grad_norm is not None else None,
                           details=values[n_fixed:] if details is not None else None)
+
+    def _accumulate(self, images, labels, extras, step: int):
+        """Forward and backward of ``accum_steps`` micro-batches; returns the batch's (loss, details), detached."""
+        k, b = self.accum_steps, images.shape[0]
+        if b % k:
+            raise ValueError(f"batch of {b} does not split into train.accum_steps={k} equal micro-batches")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = details = None
+        no_sync = getattr(self.net, "no_sync", None)
+        for j in range(k):
+            sl = slice(j * b // k, (j + 1) * b // k)
+            ctx = no_sync() if no_sync is not None and j < k - 1 else contextlib.nullcontext()
+            with ctx:
+                li, di = self.objective.forward_loss(self.net, images[sl], labels[sl], _slice(extras, sl, b),
+                                                     step=step, autocast=self._autocast,
+                                                     channels_last=self.channels_last)
+                self.scaler.scale(li / k).backward()
+            li = li.detach() / k
+            loss = li if loss is None else loss + li
+            if di is not None:
+                di = di.detach().float() / k
+                details = di if details is None else details + di
+        return loss, details
+
+
+def _slice(x, sl: slice, b: int):
+    """The micro-batch ``sl`` of a batch's ``extras``: tensors with ``b`` rows are sliced, nested containers
+    followed, anything else kept."""
+    if isinstance(x, torch.Tensor):
+        return x[sl] if x.dim() and x.shape[0] == b else x
+    if isinstance(x, dict):
+        return {key: _slice(v, sl, b) for key, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_slice(v, sl, b) for v in x)
+    return x

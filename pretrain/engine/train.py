@@ -94,6 +94,10 @@ def _train(cfg: Dict[str, Any], rank: int, world: int, device: torch.device, ckp
                           label_names=getattr(data.val_set, "classes", None))
     if tc.get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
+    if tc.get("grad_checkpointing"):  # timm's activation checkpointing: blocks recomputed in backward
+        if not hasattr(model, "set_grad_checkpointing"):
+            raise ValueError(f"train.grad_checkpointing: {type(model).__name__} has no set_grad_checkpointing")
+        model.set_grad_checkpointing(True)
 
     bs = int(dc["batch_size"])
     total_batch = bs * world
@@ -123,7 +127,7 @@ def _train(cfg: Dict[str, Any], rank: int, world: int, device: torch.device, ckp
         net = torch.compile(net)
     objective.bind(model, total_steps)
     step_fn = TrainStep(model, net, objective, optimizer, scaler, amp_dtype, oc.get("clip_grad"), ema,
-                        bool(tc.get("channels_last")))
+                        bool(tc.get("channels_last")), int(tc.get("accum_steps", 1)))
     runlog = RunLog(out_dir, rank == 0, bool(tc.get("tensorboard")), p.step if ckpt else None,
                     p.start_epoch if ckpt else None)
     log.info("model %s (%.1fM params), %d classes, %d train / %d val images, %d steps/epoch, %d process(es) x "

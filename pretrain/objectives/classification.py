@@ -21,9 +21,11 @@ import torch
 from .. import amp
 from ..data.folders import accuracy
 from ..dist import all_reduce_sum
-from ..checkpoint.formats import VIT as FORMAT
+from ..checkpoint.formats import TIMM, VIT as FORMAT
 from ..mixing import build_mixer
-from ..models.vit import ClsAttentionTap, create_vit, vit_arch
+from ..models import ca_swin  # noqa: F401 - registers ca_swin_* with timm
+from ..models.taps import build_tap, family
+from ..models.vit import create_vit, vit_arch
 from .base import Objective
 
 
@@ -75,8 +77,7 @@ class ClassificationObjective(Objective):
         self.mixer = mixer
         self.cfg = cfg
         self.model: Optional[torch.nn.Module] = None
-        self.tap: Optional[ClsAttentionTap] = None
-        self.patch: Optional[int] = None
+        self.tap = None  # pretrain.models.taps: the CLS-attention tap of the model's family
 
     @classmethod
     def validate_config(cls, cfg: Dict[str, Any]) -> None:
@@ -101,16 +102,19 @@ class ClassificationObjective(Objective):
         return self.mixer.wrap_dataset(dataset)
 
     def build_model(self) -> torch.nn.Module:
-        return build_vit(self.cfg)
+        model = build_vit(self.cfg)
+        if family(model, "vit") != "vit":  # XCiT, CaiT, CA-Swin: weights tagged as such (downstream refuses them)
+            self.weights_format = TIMM
+        return model
 
     def bind(self, model: torch.nn.Module, total_steps: int = 0) -> None:
         """Keep the unwrapped ViT (mixers with ``needs_model``) and, when the mixer wants the CLS attention,
-        hook the attention tap onto its last block."""
+        hook the attention tap of its family (:func:`pretrain.models.taps.build_tap`) onto its last
+        class-token attention."""
         self.close()
         self.model = model
         if getattr(self.mixer, "needs_attention", False):
-            self.tap = ClsAttentionTap(model)
-            self.patch = int(model.patch_embed.patch_size[0])
+            self.tap = build_tap(model)
 
     def close(self) -> None:
         if self.tap is not None:
@@ -130,8 +134,7 @@ class ClassificationObjective(Objective):
             logits = net(x)
         attention = None
         if self.tap is not None:
-            attention = self.tap.patch_attention().view(x.shape[0], x.shape[-2] // self.patch,
-                                                        x.shape[-1] // self.patch)
+            attention = self.tap.patch_attention().view(x.shape[0], *self.tap.grid(x.shape[-2], x.shape[-1]))
         return self.mixer.loss(logits, self.mixer.targets(batch, attention)), None
 
     # ---- generators, evaluation, checkpoints -----------------------------------------------------
@@ -149,7 +152,11 @@ class ClassificationObjective(Objective):
         return {f"{prefix}{k}": v for k, v in result.items()}
 
     def arch(self, model) -> Dict[str, Any]:
-        return vit_arch(model, self.cfg["model"]["name"])
+        fam = family(model, "vit")
+        if fam == "vit":
+            return vit_arch(model, self.cfg["model"]["name"])
+        return {"model": self.cfg["model"]["name"], "family": fam, "img_size": [int(self.cfg["data"]["img_size"])] * 2,
+                "num_classes": int(model.num_classes), "embed_dim": int(getattr(model, "embed_dim", 0))}
 
     def label(self) -> str:
         return self.cfg["model"]["name"]
