@@ -201,7 +201,8 @@ def bench_loader(name, batch, img, args, device, amp_dtype, model_ips, pipeline=
         eng(images_of(b, k), b[1].to(device, non_blocking=True))
     sync(device)
     full_ips = args.loader_batches * batch / (time.perf_counter() - t0)
-    del it, loader
+    del it
+    loader = None  # the workers stop with their loader
     bound = "loader" if loader_ips < model_ips else "model"
     return {"pipeline": pipeline, "loader_img_per_s": loader_ips, "full_img_per_s": full_ips,
             "model_img_per_s": model_ips, "bound": bound}
@@ -265,8 +266,8 @@ def main(argv=None) -> int:
             print(f"\nloader rows skipped: {args.data}/train not found (python tools/make_synthetic.py --out "
                   f"{os.path.dirname(args.data.rstrip('/')) or '.'})")
         else:
-            print(f"\n| model | batch | img | data.pipeline | workers | loader alone img/s | model alone img/s "
-                  f"| loader + model img/s | bound by |\n|---|---|---|---|---|---|---|---|---|")
+            print("\n| model | batch | img | data.pipeline | workers | loader alone img/s | model alone img/s "
+                  "| loader + model img/s | bound by |\n|---|---|---|---|---|---|---|---|---|")
             for name, batch, img in rows:
                 model_ips = next(r["img_per_s"] for r in results if r["model"] == name
                                  and r["variant"].startswith("engine, DeiT"))

@@ -25,7 +25,7 @@ DCT-domain shrink before the bicubic where the crop allows one).
 from __future__ import annotations
 
 import random
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import numpy as np
 import torch

@@ -22,7 +22,6 @@ the drawn ops and magnitudes with timm's own draws.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence
 
 import torch
