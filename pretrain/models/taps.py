@@ -30,7 +30,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 
-from .vit import ClsAttentionTap
+from .vit import ClsAttentionTap, RecordedAttention
 
 __all__ = ["FAMILIES", "family", "build_tap", "ClassAttnTap", "in_backward"]
 
@@ -98,7 +98,7 @@ class _VitTap:
         self.inner.remove()
 
 
-class ClassAttnTap:
+class ClassAttnTap(RecordedAttention):
     """The CLS attention of a timm ``ClassAttn`` module (CaiT, XCiT, CA-Swin), from its ``q``/``k`` linears.
 
     Args:
@@ -137,20 +137,6 @@ class ClassAttnTap:
     def grid(self, h: int, w: int) -> Tuple[int, int]:
         return h // self.reduction, w // self.reduction
 
-    def token_attention(self) -> torch.Tensor:
-        """(B, N) head-averaged CLS attention over all observed tokens of the last forward pass."""
-        if self._attn is None:
-            raise RuntimeError("no attention recorded yet: run a forward pass of the model first")
-        return self._attn
-
-    def patch_attention(self) -> torch.Tensor:
-        """(B, P) head-averaged CLS attention on the patch tokens of the last forward pass."""
-        return self.token_attention()[:, self.num_prefix_tokens:]
-
-    def remove(self) -> None:
-        for hdl in self._handles:
-            hdl.remove()
-        self._handles = []
 
 
 def build_tap(model: nn.Module):

@@ -31,7 +31,31 @@ import torch
 import torch.nn as nn
 
 
-class ClsAttentionTap:
+class RecordedAttention:
+    """What a CLS-attention tap hands out: ``_attn`` (B, N) recorded by its hooks in the last forward pass,
+    the first ``num_prefix_tokens`` of which are not patches, and the hook ``_handles`` to remove."""
+
+    _attn: Optional[torch.Tensor]
+    num_prefix_tokens: int
+    _handles: list
+
+    def token_attention(self) -> torch.Tensor:
+        """(B, N) head-averaged CLS attention over all tokens of the last forward pass."""
+        if self._attn is None:
+            raise RuntimeError("no attention recorded yet: run a forward pass of the model first")
+        return self._attn
+
+    def patch_attention(self) -> torch.Tensor:
+        """(B, P) head-averaged CLS attention on the patch tokens of the last forward pass."""
+        return self.token_attention()[:, self.num_prefix_tokens:]
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+
+class ClsAttentionTap(RecordedAttention):
     """Records the last block's CLS-to-token attention of a timm ViT during its forward pass.
 
     Args:
@@ -80,20 +104,6 @@ class ClsAttentionTap:
             logits = (q_cls.float() * self.scale) @ k.detach().float().transpose(-2, -1)  # B,h,1,N
             self._attn = logits.softmax(dim=-1)[:, :, 0].mean(dim=1)  # B,N
 
-    def token_attention(self) -> torch.Tensor:
-        """(B, N) head-averaged CLS attention over all tokens of the last forward pass."""
-        if self._attn is None:
-            raise RuntimeError("no attention recorded yet: run a forward pass of the model first")
-        return self._attn
-
-    def patch_attention(self) -> torch.Tensor:
-        """(B, P) head-averaged CLS attention on the patch tokens of the last forward pass."""
-        return self.token_attention()[:, self.num_prefix_tokens:]
-
-    def remove(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
 
 
 def create_vit(name: str, num_classes: int, drop_path_rate: float = 0.0, **kwargs: Any) -> nn.Module:
