@@ -19,6 +19,7 @@ from typing import Any, Dict, List
 import yaml
 
 from ..objectives import config_sections, objective_class, resolve_objective
+from ..values import as_number, kind_of
 
 DEFAULTS: Dict[str, Any] = {
     "objective": None,                       # classification | mixmo | any registered name (pretrain.objectives);
@@ -197,27 +198,6 @@ _NUMBER_OR_LIST = ("data.color_jitter",)
 _NUMBER_OR_WORD = {"optim.warmup_lr": ("gradual",)}
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    name = "string" if isinstance(value, str) else type(value).__name__
-    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
-
-
-def _number(value: Any) -> Any:
-    """``value`` as an int or float (YAML reads ``5e-4`` as a string), None when it is not a number."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return value
-    if isinstance(value, str):
-        try:
-            return float(value.strip())
-        except ValueError:
-            return None
-    return None
-
-
 def check_value_types(cfg: Dict[str, Any], reference: Dict[str, Any], prefix: str = "") -> None:
     """Every value whose default (``reference``) is a number, a boolean or a list must be one too; a
     ``ValueError`` names the key, the value and the type expected (``train.epochs=abc``, ``optim.lr=fast``).
@@ -232,36 +212,36 @@ def check_value_types(cfg: Dict[str, Any], reference: Dict[str, Any], prefix: st
             if isinstance(value, dict):
                 check_value_types(value, default, key + ".")
             else:
-                raise ValueError(f"{key} must be a section (a mapping of keys), got {value!r} ({_kind(value)})")
+                raise ValueError(f"{key} must be a section (a mapping of keys), got {value!r} ({kind_of(value)})")
         elif isinstance(default, bool):
             if type(value) is int and value in (0, 1):
                 cfg[k] = bool(value)
             elif not isinstance(value, bool):
-                raise ValueError(f"{key} must be true or false, got {value!r} ({_kind(value)})")
+                raise ValueError(f"{key} must be true or false, got {value!r} ({kind_of(value)})")
         elif isinstance(default, (int, float)):
-            if key in _NUMBER_OR_LIST and isinstance(value, (list, tuple)) and all(_number(v) is not None for v in value):
+            if key in _NUMBER_OR_LIST and isinstance(value, (list, tuple)) and all(as_number(v) is not None for v in value):
                 continue
             if value in _NUMBER_OR_WORD.get(key, ()):
                 continue
-            number = _number(value)
+            number = as_number(value)
             if number is None:
                 expected = "an integer" if isinstance(default, int) and key not in _REAL_VALUED else "a number"
                 if key in _NUMBER_OR_WORD:
                     expected += " or " + " / ".join(_NUMBER_OR_WORD[key])
-                raise ValueError(f"{key} must be {expected} (like {default!r}), got {value!r} ({_kind(value)})")
+                raise ValueError(f"{key} must be {expected} (like {default!r}), got {value!r} ({kind_of(value)})")
             if isinstance(default, int) and key not in _REAL_VALUED:
                 if number != number or number in (float("inf"), float("-inf")) or float(number) != int(number):
                     raise ValueError(f"{key} must be an integer (like {default!r}), got {value!r}")
                 number = int(number)
             cfg[k] = number
         elif isinstance(default, list) and not isinstance(value, list):
-            raise ValueError(f"{key} must be a list (like {default!r}), got {value!r} ({_kind(value)})")
+            raise ValueError(f"{key} must be a list (like {default!r}), got {value!r} ({kind_of(value)})")
 
 
 def _pair(value: Any, key: str):
     if isinstance(value, (list, tuple)) and len(value) == 2:
         return int(value[0]), int(value[1])
-    if isinstance(value, (list, tuple)) or _number(value) is None:
+    if isinstance(value, (list, tuple)) or as_number(value) is None:
         raise ValueError(f"{key} must be an integer or a list [height, width], got {value!r}")
     return int(value), int(value)
 
@@ -280,9 +260,9 @@ def check_vit_sizes(cfg: Dict[str, Any]) -> None:
         if name == "num_heads" and isinstance(v, (list, tuple)) and v:  # per stage (Swin, CA-Swin)
             v = v[0] if all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v) else v
         if name in kw and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise ValueError(f"model.kwargs.{name} must be an integer >= 1, got {kw[name]!r} ({_kind(kw[name])})")
-    if "mlp_ratio" in kw and (_number(kw["mlp_ratio"]) is None or isinstance(kw["mlp_ratio"], str)):
-        raise ValueError(f"model.kwargs.mlp_ratio must be a number, got {kw['mlp_ratio']!r} ({_kind(kw['mlp_ratio'])})")
+            raise ValueError(f"model.kwargs.{name} must be an integer >= 1, got {kw[name]!r} ({kind_of(kw[name])})")
+    if "mlp_ratio" in kw and (as_number(kw["mlp_ratio"]) is None or isinstance(kw["mlp_ratio"], str)):
+        raise ValueError(f"model.kwargs.mlp_ratio must be a number, got {kw['mlp_ratio']!r} ({kind_of(kw['mlp_ratio'])})")
     data_size = _pair(d["img_size"], "data.img_size")
     if "img_size" in kw and not kw.get("dynamic_img_size"):
         model_size = _pair(kw["img_size"], "model.kwargs.img_size")
@@ -381,8 +361,8 @@ def validate(cfg: Dict[str, Any]) -> None:
     for ok, msg in checks:
         if not ok:
             raise ValueError(msg)
-    if not (isinstance(o["betas"], list) and len(o["betas"]) == 2 and all(_number(b) is not None for b in o["betas"])):
+    if not (isinstance(o["betas"], list) and len(o["betas"]) == 2 and all(as_number(b) is not None for b in o["betas"])):
         raise ValueError(f"optim.betas must be a list of two numbers, got {o['betas']!r}")
-    o["betas"] = [float(_number(b)) for b in o["betas"]]
+    o["betas"] = [float(as_number(b)) for b in o["betas"]]
     check_vit_sizes(cfg)
     objective.validate_config(cfg)

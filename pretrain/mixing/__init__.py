@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Dict
 
+from ..values import as_number, kind_of
 from .attentive_cutmix import AttentiveCutMix
 from .base import MixedBatch, Mixer, mix_targets, soft_target_cross_entropy
 from .cutmix import MixupCutMix
@@ -66,17 +67,12 @@ def _checked_value(name: str, key: str, value: Any, default: Any) -> Any:
             return bool(value)
         raise ValueError(f"mixer.{key} (mixer '{name}') must be true or false, got {value!r}")
     if isinstance(default, (int, float)):
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise ValueError(f"mixer.{key} (mixer '{name}') must be a number (like {default}), "
-                                 f"got {value!r} (a string)") from None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            whole = isinstance(default, int) and isinstance(value, float) and value.is_integer()
-            return int(value) if whole else value
-        raise ValueError(f"mixer.{key} (mixer '{name}') must be a number (like {default}), "
-                         f"got {value!r} ({type(value).__name__})")
+        number = as_number(value)
+        if number is None:
+            raise ValueError(f"mixer.{key} (mixer '{name}') must be a number (like {default}), "
+                             f"got {value!r} ({kind_of(value)})")
+        whole = isinstance(default, int) and isinstance(number, float) and number.is_integer()
+        return int(number) if whole else number
     return value
 
 
