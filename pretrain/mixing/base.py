@@ -129,13 +129,19 @@ def boxes_from_centres(img_hw: Tuple[int, int], lam: torch.Tensor, cy: torch.Ten
       ``y1 = cy + cut_h // 2``, so an unclipped box has ``2*(cut_h//2)`` x ``2*(cut_w//2)`` pixels
       (one row/column fewer when ``cut_h``/``cut_w`` is odd).
     """
+    h, w = img_hw
+    ratio = torch.sqrt(1.0 - lam.detach().double().cpu())
+    return boxes_of_size(img_hw, (h * ratio).long(), (w * ratio).long(), cy, cx, rule)
+
+
+def boxes_of_size(img_hw: Tuple[int, int], cut_h: torch.Tensor, cut_w: torch.Tensor, cy: torch.Tensor,
+                  cx: torch.Tensor, rule: str = "timm") -> torch.Tensor:
+    """(n, 4) int64 half-open boxes of (n,) integer sides ``cut_h`` x ``cut_w`` centred at (cy, cx) by the
+    side-length ``rule`` of :func:`boxes_from_centres`, clipped at the borders."""
     if rule not in BOX_RULES:
         raise ValueError(f"unknown box rule '{rule}'; expected one of {BOX_RULES}")
     h, w = img_hw
-    lam = lam.detach().double().cpu()
-    ratio = torch.sqrt(1.0 - lam)
-    cut_h = (h * ratio).long()
-    cut_w = (w * ratio).long()
+    cut_h, cut_w = cut_h.long().cpu(), cut_w.long().cpu()
     cy, cx = cy.long().cpu(), cx.long().cpu()
     up_h, up_w = ((cut_h + 1) // 2, (cut_w + 1) // 2) if rule == "timm" else (cut_h // 2, cut_w // 2)
     y0 = (cy - cut_h // 2).clamp(0, h)

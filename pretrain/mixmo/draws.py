@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..mixing.base import box_masks, one_hot, rand_bbox
+from ..mixing.base import box_masks, boxes_of_size, one_hot, rand_bbox
 
 BOX_RULES = ("even", "exact")
 
@@ -45,13 +45,11 @@ def box_rule_boxes(hw: Tuple[int, int], share: torch.Tensor, generator: torch.Ge
     if rule == "exact":
         return rand_bbox((h, w), 1.0 - share, generator=generator)  # rand_bbox's lam = share outside the box
     ratio = torch.sqrt(share)
-    half_h = (h * ratio).long() // 2
-    half_w = (w * ratio).long() // 2
     u = torch.rand(2, share.shape[0], generator=generator, dtype=torch.float64)
     cy = (u[0] * h).long().clamp(max=h - 1)
     cx = (u[1] * w).long().clamp(max=w - 1)
-    return torch.stack([(cy - half_h).clamp(0, h), (cy + half_h).clamp(0, h),
-                        (cx - half_w).clamp(0, w), (cx + half_w).clamp(0, w)], dim=1)
+    # timm 0.5.4's side rule is the official one: rows [cy - c // 2, cy + c // 2)
+    return boxes_of_size((h, w), (h * ratio).long(), (w * ratio).long(), cy, cx, rule="timm054")
 
 
 def pool_to_grid(mask: torch.Tensor, grid_hw: Tuple[int, int]) -> torch.Tensor:
