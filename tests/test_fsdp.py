@@ -1,0 +1,225 @@
+"""FSDP2 (``train.parallel: fsdp``) with two CPU processes on gloo: the same losses as DDP on the same seed
+(TransMix, so the CLS-attention tap runs under FSDP, and EMA on), exact resume after SIGKILL through the sharded
+``torch.distributed.checkpoint`` state, the exported ``model.safetensors`` in the canonical full layout, and the
+errors (a bad ``train.parallel``, a damaged shard)."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pretrain.checkpoint import read_metadata
+from pretrain.checkpoint.resume import CheckpointDamaged, find_intact_checkpoint
+from pretrain.engine.config import load_config
+from test_pretrain_resume import CFG, _steps, resume_overrides
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+KILL_AFTER = 8  # TrainStep's ``step``: the 9th step (epoch 1, batch 3) runs, then both ranks die
+
+
+def overrides(root, out, parallel):
+    # test_pretrain_resume's run (RandAugment, erasing, repeated augmentation, TransMix, drop path, EMA,
+    # checkpoints every 2 steps) at 8 images per process: 6 steps per epoch, 12 in all
+    return resume_overrides(root, out, workers=0) + ["data.batch_size=8", f"train.parallel={parallel}"]
+
+
+def torchrun(tmp_path, args, kill_after=None, name="driver.py"):
+    """``pretrain.train`` under torchrun with 2 processes; with ``kill_after`` both ranks SIGKILL themselves
+    right after the step that follows ``kill_after`` done steps."""
+    driver = tmp_path / name
+    driver.write_text(textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {ROOT!r})
+        import pretrain.engine.train as engine
+        from pretrain.train import main
+        original = engine.TrainStep.__call__
+        def call(self, *args, **kwargs):
+            result = original(self, *args, **kwargs)
+            if kwargs.get("step") == {kill_after!r}:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return result
+        engine.TrainStep.__call__ = call
+        sys.exit(main(["--config", {CFG!r}, *{args!r}]))
+    """))
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
+                           "--nproc-per-node=2", str(driver)], env=ENV, capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def runs(synthetic_root, tmp_path_factory):
+    """The same run under DDP and under FSDP (uninterrupted), with their stderr."""
+    base = tmp_path_factory.mktemp("fsdp_runs")
+    out = {}
+    for parallel in ("ddp", "fsdp"):
+        proc = torchrun(base, overrides(synthetic_root, base / parallel, parallel), name=f"{parallel}.py")
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        out[parallel] = (base / parallel, proc.stderr)
+    return out
+
+
+def _losses(run):
+    return torch.tensor([r["loss"] for r in _steps(run / "steps.jsonl")], dtype=torch.float64)
+
+
+@pytest.mark.slow
+def test_fsdp_repeats_the_ddp_losses_with_the_transmix_tap_and_ema(runs):
+    (ddp, _), (fsdp, log) = runs["ddp"], runs["fsdp"]
+    assert "fsdp over 2 processes, 2 units + root" in log and "CLS attention from the same forward pass" in log
+    ref, got = _losses(ddp), _losses(fsdp)
+    assert len(ref) == 12 and float(ref.std()) > 1e-3  # the losses vary: not a comparison of constants
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    for a, b in zip(_steps(ddp / "metrics.jsonl"), _steps(fsdp / "metrics.jsonl")):
+        for key in ("train_loss", "val_loss", "ema_val_loss"):
+            assert abs(a[key] - b[key]) < 1e-4, key
+    for name in ("model", "ema"):  # reduce-scatter vs all-reduce: equal up to float rounding
+        wa, wb = load_file(str(ddp / f"{name}.safetensors")), load_file(str(fsdp / f"{name}.safetensors"))
+        assert wa.keys() == wb.keys()
+        for k in wa:
+            torch.testing.assert_close(wb[k], wa[k], rtol=1e-3, atol=2e-4, msg=f"{name} {k}")
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_auto_repeats_the_uninterrupted_fsdp_run(runs, synthetic_root, tmp_path):
+    ref = runs["fsdp"][0]
+    run = tmp_path / "run"
+    proc = torchrun(tmp_path, overrides(synthetic_root, run, "fsdp"), kill_after=KILL_AFTER)
+    assert proc.returncode != 0 and not (run / "summary.json").exists(), proc.stderr[-3000:]
+    assert [r["step"] for r in _steps(run / "steps.jsonl")] == list(range(1, 9))
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step_000000008"  # epoch 1, batch 2
+    assert sorted(os.listdir(run / "checkpoints" / "step_000000008" / "sharded")) == [
+        ".metadata", "__0_0.distcp", "__1_0.distcp"]
+
+    proc = torchrun(tmp_path, overrides(synthetic_root, run, "fsdp") + ["train.resume=auto"], name="resume.py")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "resumed from" in proc.stderr and "step 8, epoch 1, batch 2" in proc.stderr
+    assert [r["step"] for r in _steps(run / "steps.jsonl")] == list(range(1, 13))
+    torch.testing.assert_close(_losses(run), _losses(ref), rtol=1e-6, atol=1e-7)
+    for a, b in zip(_steps(ref / "metrics.jsonl"), _steps(run / "metrics.jsonl")):
+        assert abs(a["train_loss"] - b["train_loss"]) < 1e-6 and abs(a["ema_val_loss"] - b["ema_val_loss"]) < 1e-5
+    for name in ("model", "ema"):
+        wa, wb = load_file(str(ref / f"{name}.safetensors")), load_file(str(run / f"{name}.safetensors"))
+        for k in wa:
+            torch.testing.assert_close(wb[k], wa[k], rtol=1e-5, atol=1e-6, msg=f"{name} {k}")
+
+
+@pytest.mark.slow
+def test_exported_weights_are_the_full_state_dict_in_the_ddp_format(runs, synthetic_root):
+    import torch.distributed.checkpoint as dcp
+
+    from pretrain.objectives.classification import build_vit
+    (ddp, _), (fsdp, _) = runs["ddp"], runs["fsdp"]
+    exported = load_file(str(fsdp / "model.safetensors"))
+    model = build_vit(load_config(CFG, overrides(synthetic_root, fsdp, "fsdp")))
+    model.load_state_dict(exported, strict=True)  # the plain timm model takes it as it is
+    # the run's own shards, read back whole in this one process (DCP reshards on load), are the export
+    ckpt = fsdp / "checkpoints" / (fsdp / "checkpoints" / "latest").read_text().strip()
+    gathered = {"model": {k: torch.empty_like(v) for k, v in model.state_dict().items()}}
+    dcp.load(gathered, checkpoint_id=str(ckpt / "sharded"), no_dist=True)
+    assert gathered["model"].keys() == exported.keys()
+    for k, v in exported.items():
+        assert torch.equal(gathered["model"][k], v), k
+    # the same file format as the DDP run's (metadata: format tag, architecture)
+    meta_fsdp, meta_ddp = read_metadata(str(fsdp / "model.safetensors")), read_metadata(str(ddp / "model.safetensors"))
+    assert meta_fsdp.keys() == meta_ddp.keys()
+    assert meta_fsdp["format"] == meta_ddp["format"] and meta_fsdp["arch"] == meta_ddp["arch"]
+
+
+def test_bad_parallel_value_is_a_clear_error(synthetic_root, tmp_path):
+    with pytest.raises(ValueError, match="train.parallel must be ddp\\|fsdp, got 'zero'"):
+        load_config(CFG, overrides(synthetic_root, tmp_path, "zero"))
+
+
+@pytest.mark.slow
+def test_a_damaged_shard_is_named_and_passed_over(runs, tmp_path):
+    run = tmp_path / "copy"
+    shutil.copytree(runs["fsdp"][0], run)
+    newest = run / "checkpoints" / "step_000000012"
+    shard = newest / "sharded" / "__1_0.distcp"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    ckpt, damaged = find_intact_checkpoint(str(run))  # what --resume auto chooses
+    assert ckpt.endswith("step_000000010")  # the previous one (keep_checkpoints 2)
+    assert len(damaged) == 1 and "__1_0.distcp does not match its sha256" in damaged[0]
+    with pytest.raises(CheckpointDamaged, match="sharded/__1_0.distcp does not match its sha256"):
+        find_intact_checkpoint(str(newest))
+    (newest / "sharded" / ".metadata").write_bytes(b"")  # a truncated metadata file
+    with pytest.raises(CheckpointDamaged, match=r"\.metadata has 0 bytes, its manifest says \d+ \(truncated\)"):
+        find_intact_checkpoint(str(newest))
+
+
+UNIT = """
+import copy, json, os, sys
+import torch, torch.distributed as dist
+sys.path.insert(0, {root!r})
+from pretrain.checkpoint.sharded import full_weights
+from pretrain.engine.optim import build_optimizer
+from pretrain.engine.parallel import Parallel
+from pretrain.engine.step import TrainStep
+from pretrain.mixing import build_mixer
+from pretrain.models.taps import build_tap
+from pretrain.models.vit import create_vit
+from pretrain.objectives.classification import ClassificationObjective, evaluate
+dist.init_process_group("gloo")
+rank, world, cpu = dist.get_rank(), dist.get_world_size(), torch.device("cpu")
+torch.manual_seed(rank)  # each rank its own init: the shards must be cut from rank 0's weights
+plain = create_vit("deit_tiny_patch16_224", 4, img_size=32, patch_size=8, depth=2)
+ref = copy.deepcopy(plain)
+for t in ref.parameters():
+    dist.broadcast(t.data, 0)
+par = Parallel("fsdp", cpu, world, None, sample_shape=(3, 32, 32))
+sharded = par.shard(copy.deepcopy(plain))
+x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(7))
+out = {{}}
+tap_ref, tap_fsdp = build_tap(ref), build_tap(sharded)
+with torch.no_grad():
+    out["logits"] = (ref(x) - sharded(x)).abs().max().item()
+out["tap"] = (tap_ref.patch_attention() - tap_fsdp.patch_attention()).abs().max().item()
+out["tap_spread"] = tap_ref.patch_attention().std().item()
+# uneven validation shards (rank 0: two batches and an unreadable one, rank 1: one batch)
+data = [(x[:2], torch.tensor([0, 1])), None, (x[2:4], torch.tensor([2, 3]))] if rank == 0 else \\
+    [(x[4:6], torch.tensor([1, 1]))]
+out["eval"] = [evaluate(sharded, par.eval_loader(data, sharded), cpu, None), evaluate(ref, data, cpu, None)]
+def one_step(k):  # SGD: the update is linear in the gradient
+    m = par.shard(copy.deepcopy(plain))
+    obj = ClassificationObjective(build_mixer({{"name": "none"}}, 4, seed=0))
+    obj.bind(m)
+    opt = build_optimizer(m, {{"name": "sgd", "weight_decay": 0.05, "momentum": 0.9}}, 0.1, cpu)
+    step = TrainStep(m, m, obj, opt, torch.amp.GradScaler("cpu", enabled=False), None, 1.0, None, accum_steps=k)
+    r = step(x[:4], torch.tensor([0, 1, 2, 3]), None, lr=0.1)
+    return r, full_weights(m)
+(r1, w1), (r2, w2) = one_step(1), one_step(2)
+out["accum"] = [r1.loss, r2.loss, r1.grad_norm, r2.grad_norm]
+out["accum_weights"] = max((w1[k] - w2[k]).abs().max().item() for k in w1) if rank == 0 else 0.0
+out["moved"] = max((w1[k] - v).abs().max().item() for k, v in ref.state_dict().items()) if rank == 0 else 1.0
+print("RESULT", json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_tap_evaluation_and_accumulation_under_fsdp(tmp_path):
+    """The CLS-attention tap of a sharded ViT records the unsharded model's attention; an evaluation over
+    uneven validation shards (one rank a batch fewer, a batch of unreadable images) completes with the
+    unsharded result; accumulation (FSDP2's set_requires_gradient_sync) gives the update of one batch."""
+    script = tmp_path / "unit.py"
+    script.write_text(UNIT.format(root=ROOT))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
+                           "--nproc-per-node=2", str(script)], env=ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = [json.loads(line.split(" ", 1)[1]) for line in proc.stdout.splitlines() if line.startswith("RESULT")]
+    assert len(results) == 2
+    for out in results:
+        assert out["logits"] < 1e-5 and out["tap"] < 1e-6 and out["tap_spread"] > 1e-4
+        sharded, ref = out["eval"]
+        assert sharded["images"] == ref["images"] == 6 and sharded["loss"] == pytest.approx(ref["loss"], rel=1e-6)
+        assert out["accum"][0] == pytest.approx(out["accum"][1], rel=1e-6)
+        assert out["accum"][2] == pytest.approx(out["accum"][3], rel=1e-5)
+        assert out["accum_weights"] < 1e-6 and out["moved"] > 1e-4
