@@ -200,6 +200,48 @@ def one_step(k):  # SGD: the update is linear in the gradient
 out["accum"] = [r1.loss, r2.loss, r1.grad_norm, r2.grad_norm]
 out["accum_weights"] = max((w1[k] - w2[k]).abs().max().item() for k in w1) if rank == 0 else 0.0
 out["moved"] = max((w1[k] - v).abs().max().item() for k, v in ref.state_dict().items()) if rank == 0 else 1.0
+# across modes: a DDP state (full weights, positional AdamW state) into a sharded model, and sharded DCP state
+# into a plain model; then one more step of each against the source's own next step
+from pretrain.checkpoint.sharded import load_sharded, save_sharded
+from pretrain.engine.resume import load_full_state
+adamw = {{"name": "adamw", "weight_decay": 0.05, "betas": [0.9, 0.999], "eps": 1e-8}}
+def runner(m):
+    obj = ClassificationObjective(build_mixer({{"name": "none"}}, 4, seed=0))
+    obj.bind(m)
+    opt = build_optimizer(m, adamw, 1e-3, cpu)
+    return opt, TrainStep(m, m, obj, opt, torch.amp.GradScaler("cpu", enabled=False), None, None, None)
+y = torch.tensor([0, 1, 2, 3])
+src = copy.deepcopy(ref)
+opt_src, step_src = runner(src)
+for _ in range(2):
+    step_src(x[:4], y, None, lr=1e-3)
+dst = par.shard(copy.deepcopy(plain))
+opt_dst, step_dst = runner(dst)
+load_full_state(dst, opt_dst, src.state_dict(), opt_src.state_dict())
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+def moments(m, opt):  # name -> (step, exp_avg, exp_avg_sq), whole tensors
+    st = get_optimizer_state_dict(m, opt, options=StateDictOptions(full_state_dict=True))["state"]
+    return {{k: [v["step"], v["exp_avg"], v["exp_avg_sq"]] for k, v in st.items()}}
+def differ(a, b):  # the largest difference between two moments() (inf when the names differ)
+    if a.keys() != b.keys():
+        return float("inf")
+    return max((u.float() - v.float()).abs().max().item() for k in a for u, v in zip(a[k], b[k]))
+ms = moments(src, opt_src)
+out["ddp_to_fsdp_state"] = [differ(ms, moments(dst, opt_dst)), min(v[1].abs().max().item() for v in ms.values())]
+wd = full_weights(dst)
+out["ddp_to_fsdp_weights"] = max((wd[k] - v).abs().max().item() for k, v in src.state_dict().items()) if rank == 0 else 0.0
+a, b = step_src(x[2:6], y, None, lr=1e-3), step_dst(x[2:6], y, None, lr=1e-3)
+out["ddp_to_fsdp_next"] = [a.loss, b.loss]
+folder = {folder!r}
+save_sharded(folder, dst, opt_dst)
+back = copy.deepcopy(plain)
+opt_back, step_back = runner(back)
+load_sharded(folder, back, opt_back)
+out["fsdp_to_ddp_state"] = differ(moments(dst, opt_dst), moments(back, opt_back))
+wd = full_weights(dst)
+out["fsdp_to_ddp_weights"] = max((wd[k] - v).abs().max().item() for k, v in back.state_dict().items()) if rank == 0 else 0.0
+a, b = step_dst(x[:4], y, None, lr=1e-3), step_back(x[:4], y, None, lr=1e-3)
+out["fsdp_to_ddp_next"] = [a.loss, b.loss]
 print("RESULT", json.dumps(out))
 """
 
@@ -210,7 +252,7 @@ def test_tap_evaluation_and_accumulation_under_fsdp(tmp_path):
     uneven validation shards (one rank a batch fewer, a batch of unreadable images) completes with the
     unsharded result; accumulation (FSDP2's set_requires_gradient_sync) gives the update of one batch."""
     script = tmp_path / "unit.py"
-    script.write_text(UNIT.format(root=ROOT))
+    script.write_text(UNIT.format(root=ROOT, folder=str(tmp_path / "dcp")))
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
                            "--nproc-per-node=2", str(script)], env=ENV, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -223,3 +265,9 @@ def test_tap_evaluation_and_accumulation_under_fsdp(tmp_path):
         assert out["accum"][0] == pytest.approx(out["accum"][1], rel=1e-6)
         assert out["accum"][2] == pytest.approx(out["accum"][3], rel=1e-5)
         assert out["accum_weights"] < 1e-6 and out["moved"] > 1e-4
+        # weights and AdamW state (step, moments, by parameter name) cross over exactly, both ways
+        state_diff, smallest_moment = out["ddp_to_fsdp_state"]
+        assert state_diff == 0.0 and smallest_moment > 0 and out["ddp_to_fsdp_weights"] == 0.0
+        assert out["fsdp_to_ddp_state"] == 0.0 and out["fsdp_to_ddp_weights"] == 0.0
+        for key in ("ddp_to_fsdp_next", "fsdp_to_ddp_next"):
+            assert out[key][1] == pytest.approx(out[key][0], rel=1e-6), key

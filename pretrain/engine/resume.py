@@ -216,19 +216,16 @@ class RunCheckpoints:
         return state
 
     def _load_full(self, ckpt: str, state: Dict[str, Any], ema) -> None:
-        from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
-                                                             set_optimizer_state_dict)
-        full = StateDictOptions(full_state_dict=True)
-        set_model_state_dict(self.model, load_weights(os.path.join(ckpt, "model.safetensors")), options=full)
+        weights = load_weights(os.path.join(ckpt, "model.safetensors"))
+        ema_weights = None
         if ema is not None:
             ema_file = os.path.join(ckpt, "ema.safetensors")
             if os.path.isfile(ema_file):
-                set_model_state_dict(ema, load_weights(ema_file), options=full)
+                ema_weights = load_weights(ema_file)
             else:
                 log.warning("%s has no EMA weights: the EMA restarts from the current weights", ckpt)
-                set_model_state_dict(ema, load_weights(os.path.join(ckpt, "model.safetensors")), options=full)
-        set_optimizer_state_dict(self.model, self.optimizer, named_optimizer_state(
-            self.model, self.optimizer, state["optimizer"]), options=full)
+                ema_weights = weights
+        load_full_state(self.model, self.optimizer, weights, state["optimizer"], ema, ema_weights)
 
     def restore(self, ckpt: str, p: Progress, seed: int, steps_per_epoch: int) -> None:
         """Load ``ckpt`` into the model, EMA, optimizer and scaler and ``p``; this rank's generators and the
@@ -255,6 +252,20 @@ class RunCheckpoints:
             p.start_epoch, p.start_batch = p.start_epoch + 1, 0
             p.reset_partial()
         log.info("resumed from %s: step %d, epoch %d, batch %d", ckpt, p.step, p.start_epoch, p.start_batch)
+
+
+def load_full_state(model, optimizer, weights: Dict[str, Any], optimizer_state: Dict[str, Any], ema=None,
+                    ema_weights: Optional[Dict[str, Any]] = None) -> None:
+    """A DDP checkpoint's full weights and positional optimizer state into a (sharded) model and optimizer:
+    ``set_model_state_dict`` / ``set_optimizer_state_dict`` with ``StateDictOptions(full_state_dict=True)``
+    (every rank holds the full tensors and keeps its shard)."""
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                         set_optimizer_state_dict)
+    full = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(model, weights, options=full)
+    if ema is not None and ema_weights is not None:
+        set_model_state_dict(ema, ema_weights, options=full)
+    set_optimizer_state_dict(model, optimizer, named_optimizer_state(model, optimizer, optimizer_state), options=full)
 
 
 def named_optimizer_state(model, optimizer, saved: Dict[str, Any]) -> Dict[str, Any]:
