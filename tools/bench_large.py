@@ -26,9 +26,10 @@ and batch per process, in one run::
 
 Per mode and process: the step time (both modes alive, interleaved in shuffled order, median round), the bytes
 of parameters + gradients + optimizer state this process holds (local shards under FSDP), and the peak memory
-of the steps: on CUDA ``torch.cuda.max_memory_allocated``, on CPU the peak resident set size (``VmHWM`` of
-``/proc/self/status``, reset through ``/proc/self/clear_refs``) above the resident size before the mode was
-built, each mode alone in the process. The largest value over the processes is printed, and FSDP / DDP ratios.
+of the steps: on CUDA ``torch.cuda.max_memory_allocated``, on CPU the peak resident set size of the process
+(``VmHWM`` of ``/proc/self/status``) and its increase over the resident size before the model was built; each
+mode alone in fresh processes (one torchrun launch per mode), then both timed in a third launch. The largest
+value over the processes is printed, and FSDP / DDP ratios.
 """
 from __future__ import annotations
 
@@ -85,7 +86,11 @@ def main(argv=None):
     ap.add_argument("--json", default=None)
     ap.add_argument("--parallel", action="store_true", help="DDP vs FSDP at --procs processes (torchrun)")
     ap.add_argument("--procs", type=int, default=2)
+    ap.add_argument("--phase", choices=("ddp", "fsdp", "time"), help=argparse.SUPPRESS)
+    ap.add_argument("--phase-out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.phase:
+        return parallel_phase(args)
     if args.parallel:
         return parallel_main(args, argv if argv is not None else sys.argv[1:])
     device, amp_dtype = torch.device(args.device), AMP_DTYPES[args.amp]
@@ -156,15 +161,6 @@ def _rss_kib(field: str) -> int:
     return 0
 
 
-def _reset_peak_rss() -> bool:
-    try:  # Linux >= 4.0: "5" resets the peak resident set size (proc(5), /proc/pid/clear_refs)
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def build_parallel(base, mode: str, device, amp_dtype, world: int, num_classes: int):
     from pretrain.engine.parallel import Parallel
     par = Parallel(mode, device, world, amp_dtype)
@@ -180,94 +176,109 @@ def build_parallel(base, mode: str, device, amp_dtype, world: int, num_classes: 
 
 
 def parallel_main(args, argv) -> list:
-    """DDP vs FSDP at ``args.procs`` processes (relaunched under torchrun); rank 0 prints and returns rows."""
-    if "RANK" not in os.environ:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
-               f"--nproc-per-node={args.procs}", os.path.abspath(__file__), *argv]
-        return subprocess.call(cmd, env=env)
-    from pretrain import dist as du
-    rank, world, device = du.init_distributed()
-    amp_dtype = AMP_DTYPES[args.amp]
-    torch.manual_seed(0)
-    base = create_vit(args.model, 1000, img_size=args.img)
-    g = torch.Generator().manual_seed(rank)
-    x = torch.randn(args.batch, 3, args.img, args.img, generator=g).to(device)
-    y = torch.randint(0, 1000, (args.batch,), generator=g).to(device)
-    modes = ("ddp", "fsdp")
-    memory = {}
-    for mode in modes:  # each mode alone in the process: its peak memory
-        gc.collect()
-        before = _rss_kib("VmRSS")
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            cuda_before = torch.cuda.memory_allocated()
-        model, opt, step = build_parallel(base, mode, device, amp_dtype, world, 1000)
-        step(x, y, None, lr=1e-4)  # optimizer state exists after the first step
-        reset = _reset_peak_rss()
-        for _ in range(args.steps):
-            step(x, y, None, lr=1e-4)
-        rec = {**state_bytes(model, opt), "peak_rss_mib": (_rss_kib("VmHWM") - before) / 1024 if reset else None,
-               "rss_reset": reset}
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-            rec["peak_cuda_mib"] = (torch.cuda.max_memory_allocated() - cuda_before) / 2 ** 20
-        memory[mode] = rec
-        step.close()
-        del model, opt, step
-    built = {mode: build_parallel(base, mode, device, amp_dtype, world, 1000)[2] for mode in modes}
-    for fn in built.values():
-        for _ in range(args.warmup):
-            fn(x, y, None, lr=1e-4)
-    times = {mode: [] for mode in modes}
-    rng = random.Random(0)  # the same order on every rank (the steps are collectives)
-    for _ in range(args.rounds):
-        order = list(modes)
-        rng.shuffle(order)
-        for mode in order:
-            du.barrier()
-            _sync(device)
-            t0 = time.perf_counter()
-            for _ in range(args.steps):
-                built[mode](x, y, None, lr=1e-4)
-            _sync(device)
-            times[mode].append((time.perf_counter() - t0) / args.steps)
-    per_rank = du.gather_objects({"memory": memory, "step_s": {m: statistics.median(t) for m, t in times.items()}})
-    if rank != 0:
-        du.cleanup()
-        return []
+    """DDP vs FSDP at ``args.procs`` processes: three torchrun launches (the peak memory of each mode alone in
+    fresh processes, then both modes timed side by side); prints the table and returns its rows."""
+    import tempfile
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for phase in ("ddp", "fsdp", "time"):
+            out = os.path.join(tmp, f"{phase}.json")
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
+                   f"--nproc-per-node={args.procs}", os.path.abspath(__file__), *argv, "--phase", phase,
+                   "--phase-out", out]
+            if subprocess.call(cmd, env=env) != 0:
+                raise SystemExit(f"bench_large.py --parallel: the {phase} phase failed")
+            with open(out) as f:
+                results[phase] = json.load(f)
+    device = torch.device(args.device)
+    peak_key = "peak_cuda_mib" if device.type == "cuda" else "peak_rss_mib"
     rows = []
-    for mode in modes:
-        worst = lambda key: max((r["memory"][mode].get(key) or 0) for r in per_rank)  # noqa: E731
-        rows.append({"mode": mode, "step_s": round(max(r["step_s"][mode] for r in per_rank), 4),
+    for mode in ("ddp", "fsdp"):
+        per_rank = results[mode]
+        worst = lambda key: max(r[key] for r in per_rank)  # noqa: E731
+        rows.append({"mode": mode, "step_s": round(max(r[mode] for r in results["time"]), 4),
                      "params_mib": round(worst("params") / 2 ** 20, 2), "grads_mib": round(worst("grads") / 2 ** 20, 2),
                      "optim_mib": round(worst("optim") / 2 ** 20, 2),
-                     "state_mib": round(max(sum(r["memory"][mode][k] for k in ("params", "grads", "optim"))
-                                            for r in per_rank) / 2 ** 20, 2),
-                     "peak_rss_mib": round(worst("peak_rss_mib"), 1) if device.type == "cpu" else None,
-                     "peak_cuda_mib": round(worst("peak_cuda_mib"), 1) if device.type == "cuda" else None})
+                     "state_mib": round(max(r["params"] + r["grads"] + r["optim"] for r in per_rank) / 2 ** 20, 2),
+                     "peak_rss_mib": round(worst("peak_rss_mib"), 1),
+                     "peak_rss_over_start_mib": round(worst("peak_rss_over_start_mib"), 1),
+                     **({"peak_cuda_mib": round(worst("peak_cuda_mib"), 1)} if device.type == "cuda" else {})})
     d, f = rows
-    ratios = {"step_time_fsdp_over_ddp": round(f["step_s"] / d["step_s"], 3),
-              "state_fsdp_over_ddp": round(f["state_mib"] / d["state_mib"], 3)}
-    peak_key = "peak_cuda_mib" if device.type == "cuda" else "peak_rss_mib"
-    if d[peak_key]:
-        ratios["peak_fsdp_over_ddp"] = round(f[peak_key] / d[peak_key], 3)
-    print(f"{args.model} {args.img}px batch {args.batch}/process x {world} processes {device.type} amp {args.amp} "
-          f"threads {torch.get_num_threads()}, median of {args.rounds} x {args.steps} steps, max over processes")
+    ratios = {"step_time": round(f["step_s"] / d["step_s"], 3), "state": round(f["state_mib"] / d["state_mib"], 3),
+              "peak": round(f[peak_key] / d[peak_key], 3)}
+    if device.type == "cpu":
+        ratios["peak_over_start"] = round(f["peak_rss_over_start_mib"] / d["peak_rss_over_start_mib"], 3)
+    print(f"{args.model} {args.img}px batch {args.batch}/process x {args.procs} processes {device.type} amp "
+          f"{args.amp}, 1 thread per process, median of {args.rounds} x {args.steps} steps, max over processes")
     for r in rows:
         print(f"  {r['mode']:<5} step {r['step_s']:.3f} s  params+grads+optimizer {r['state_mib']:.1f} MiB "
-              f"({r['params_mib']:.1f} + {r['grads_mib']:.1f} + {r['optim_mib']:.1f})  peak "
-              f"{r[peak_key]} MiB ({'CUDA allocated' if device.type == 'cuda' else 'RSS above the pre-build RSS'})")
+              f"({r['params_mib']:.1f} + {r['grads_mib']:.1f} + {r['optim_mib']:.1f})  peak RSS {r['peak_rss_mib']} "
+              f"MiB ({r['peak_rss_over_start_mib']} above the RSS before the model was built)"
+              + (f"  peak CUDA allocated {r['peak_cuda_mib']} MiB" if device.type == "cuda" else ""))
     print("  fsdp / ddp: " + ", ".join(f"{k} {v}" for k, v in ratios.items()))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"args": vars(args), "rows": rows, "ratios": ratios, "torch": torch.__version__,
                        "host": platform.node(), "time": datetime.datetime.now(datetime.timezone.utc).isoformat()},
                       fh, indent=2)
-    du.cleanup()
     return rows
+
+
+def parallel_phase(args) -> None:
+    """One torchrun launch of :func:`parallel_main`: ``--phase ddp|fsdp`` (that mode alone: state bytes and
+    peak memory of ``--steps`` steps after a first one) or ``time`` (both modes, interleaved rounds)."""
+    from pretrain import dist as du
+    torch.set_num_threads(1)
+    rank, world, device = du.init_distributed()
+    amp_dtype = AMP_DTYPES[args.amp]
+    start_rss = _rss_kib("VmRSS")
+    torch.manual_seed(0)
+    base = create_vit(args.model, 1000, img_size=args.img)
+    g = torch.Generator().manual_seed(rank)
+    x = torch.randn(args.batch, 3, args.img, args.img, generator=g).to(device)
+    y = torch.randint(0, 1000, (args.batch,), generator=g).to(device)
+    if args.phase in ("ddp", "fsdp"):
+        model, opt, step = build_parallel(base, args.phase, device, amp_dtype, world, 1000)
+        del base
+        gc.collect()
+        step(x, y, None, lr=1e-4)  # the optimizer state exists after the first step
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        for _ in range(args.steps):
+            step(x, y, None, lr=1e-4)
+        rec = {**state_bytes(model, opt), "peak_rss_mib": _rss_kib("VmHWM") / 1024,
+               "peak_rss_over_start_mib": (_rss_kib("VmHWM") - start_rss) / 1024}
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            rec["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
+    else:
+        modes = ("ddp", "fsdp")
+        built = {mode: build_parallel(base, mode, device, amp_dtype, world, 1000)[2] for mode in modes}
+        for fn in built.values():
+            for _ in range(args.warmup):
+                fn(x, y, None, lr=1e-4)
+        times = {mode: [] for mode in modes}
+        rng = random.Random(0)  # the same order on every rank (the steps are collectives)
+        for _ in range(args.rounds):
+            order = list(modes)
+            rng.shuffle(order)
+            for mode in order:
+                du.barrier()
+                _sync(device)
+                t0 = time.perf_counter()
+                for _ in range(args.steps):
+                    built[mode](x, y, None, lr=1e-4)
+                _sync(device)
+                times[mode].append((time.perf_counter() - t0) / args.steps)
+        rec = {m: statistics.median(t) for m, t in times.items()}
+    per_rank = du.gather_objects(rec)
+    if rank == 0:
+        with open(args.phase_out, "w") as f:
+            json.dump(per_rank, f)
+    du.cleanup()
 
 
 if __name__ == "__main__":

@@ -159,6 +159,11 @@ class BalancedLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
+    def __getattr__(self, name):  # dataset, batch_size, sampler ...: the loader's
+        if name in ("loader", "module", "device", "sample_shape"):
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
     @torch.no_grad()
     def _blank_forward(self) -> None:
         self.module(torch.zeros((1, *self.sample_shape), device=self.device))

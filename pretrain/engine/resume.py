@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -123,11 +124,16 @@ class RunCheckpoints:
         """Every rank writes its shards into rank 0's temporary checkpoint folder, the full weights are
         gathered to rank 0, which completes the folder (manifest, rename); all ranks learn the outcome."""
         tmp = broadcast_object(begin_checkpoint(self.out_dir, p.step) if self.rank == 0 else None)
-        save_sharded(os.path.join(tmp, SHARDED), self.model, self.optimizer,
-                     self.ema.module if self.ema is not None else None)
-        weights = {"model": full_weights(self.model)}
-        if self.ema is not None:
-            weights["ema"] = full_weights(self.ema.module)
+        try:
+            save_sharded(os.path.join(tmp, SHARDED), self.model, self.optimizer,
+                         self.ema.module if self.ema is not None else None)
+            weights = {"model": full_weights(self.model)}
+            if self.ema is not None:
+                weights["ema"] = full_weights(self.ema.module)
+        except BaseException:  # DCP raises on every rank when one fails: no half-written folder is left
+            if self.rank == 0:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
         failure = None
         if self.rank == 0:
             try:
