@@ -5,7 +5,6 @@ errors (a bad ``train.parallel``, a damaged shard)."""
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,7 @@ from pretrain.checkpoint import read_metadata
 from pretrain.checkpoint.resume import CheckpointDamaged, find_intact_checkpoint
 from pretrain.engine.config import load_config
 from test_pretrain_resume import CFG, _steps, resume_overrides
+from test_taps import TINY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
@@ -259,19 +259,43 @@ wd = full_weights(dst)
 out["fsdp_to_ddp_weights"] = max((wd[k] - v).abs().max().item() for k, v in back.state_dict().items()) if rank == 0 else 0.0
 a, b = step_dst(x[:4], y, None, lr=1e-3), step_back(x[:4], y, None, lr=1e-3)
 out["fsdp_to_ddp_next"] = [a.loss, b.loss]
+# every tap family: its blocks / stages are the FSDP units; forward, tap and one SGD step match the plain model
+import timm
+import pretrain.models.ca_swin  # noqa: F401
+from pretrain.engine.parallel import shard_units
+out["families"] = {{}}
+for fam, (name, kw) in {tiny!r}.items():
+    torch.manual_seed(0)
+    base = timm.create_model(name, num_classes=3, **kw)
+    flat, cut = copy.deepcopy(base).eval(), par.shard(copy.deepcopy(base)).eval()  # eval: no drop path draws
+    taps = [build_tap(flat), build_tap(cut)]
+    opts = [torch.optim.SGD(m.parameters(), lr=0.5) for m in (flat, cut)]
+    losses = []
+    for m, o in zip((flat, cut), opts):
+        loss = torch.nn.functional.cross_entropy(m(x), torch.tensor([0, 1, 2, 0, 1, 2]))
+        loss.backward()
+        o.step()
+        losses.append(loss.item())
+    wc = full_weights(cut)
+    out["families"][fam] = [len(shard_units(base)), abs(losses[0] - losses[1]),
+                            (taps[0].patch_attention() - taps[1].patch_attention()).abs().max().item(),
+                            max((wc[k] - v).abs().max().item() for k, v in flat.state_dict().items()) if rank == 0
+                            else 0.0, max((v - w).abs().max().item() for v, w in zip(flat.state_dict().values(),
+                                                                                   base.state_dict().values()))]
 print("RESULT", json.dumps(out))
 """
 
 
 @pytest.mark.slow
-def test_tap_evaluation_and_accumulation_under_fsdp(tmp_path):
-    """The CLS-attention tap of a sharded ViT records the unsharded model's attention; bf16 mixed precision
-    computes in bf16 over float32 shards; an evaluation over uneven validation shards (one rank a batch fewer,
-    a batch of unreadable images) completes with the unsharded result; accumulation (FSDP2's
+def test_units_tap_evaluation_accumulation_and_cross_mode_state_under_fsdp(tmp_path):
+    """The CLS-attention tap of a sharded ViT records the unsharded model's attention, and for every tap family
+    (ViT, XCiT, CaiT, CA-Swin) the blocks / stages are the FSDP units and a step matches the plain model's;
+    bf16 mixed precision computes in bf16 over float32 shards; an evaluation over uneven validation shards (one
+    rank a batch fewer, a batch of unreadable images) completes with the unsharded result; accumulation (FSDP2's
     set_requires_gradient_sync) gives the update of one batch; weights and AdamW state cross between a DDP
     state and FSDP shards, both ways, exactly."""
     script = tmp_path / "unit.py"
-    script.write_text(UNIT.format(root=ROOT, folder=str(tmp_path / "dcp")))
+    script.write_text(UNIT.format(root=ROOT, folder=str(tmp_path / "dcp"), tiny=TINY))
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
                            "--nproc-per-node=2", str(script)], env=ENV, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -292,3 +316,7 @@ def test_tap_evaluation_and_accumulation_under_fsdp(tmp_path):
         assert out["fsdp_to_ddp_state"] == 0.0 and out["fsdp_to_ddp_weights"] == 0.0
         for key in ("ddp_to_fsdp_next", "fsdp_to_ddp_next"):
             assert out[key][1] == pytest.approx(out[key][0], rel=1e-6), key
+        # units: ViT blocks; XCiT / CaiT blocks + class-attention blocks; CA-Swin's 4 stages + its CA block
+        assert {f: v[0] for f, v in out["families"].items()} == {"vit": 2, "xcit": 4, "cait": 4, "ca_swin": 5}
+        for fam, (_, loss_diff, tap_diff, weight_diff, moved) in out["families"].items():
+            assert loss_diff < 1e-5 and tap_diff < 1e-5 and weight_diff < 1e-5 and moved > 1e-3, fam
