@@ -282,6 +282,19 @@ for fam, (name, kw) in {tiny!r}.items():
                             max((wc[k] - v).abs().max().item() for k, v in flat.state_dict().items()) if rank == 0
                             else 0.0, max((v - w).abs().max().item() for v, w in zip(flat.state_dict().values(),
                                                                                    base.state_dict().values()))]
+# activation checkpointing (timm's set_grad_checkpointing) on the sharded ViT: the plain model's step
+torch.manual_seed(0)
+base = create_vit("deit_tiny_patch16_224", 4, img_size=32, patch_size=8, depth=2)
+flat, cut = copy.deepcopy(base), par.shard(copy.deepcopy(base))
+cut.set_grad_checkpointing(True)
+recomputed = []
+cut.blocks[0].register_forward_pre_hook(lambda m, i: recomputed.append(torch.is_grad_enabled()))
+for m in (flat, cut):
+    torch.nn.functional.cross_entropy(m(x), torch.tensor([0, 1, 2, 3, 0, 1])).backward()
+    torch.optim.SGD(m.parameters(), lr=0.5).step()
+wc = full_weights(cut)
+out["grad_ckpt"] = [len(recomputed), max((wc[k] - v).abs().max().item() for k, v in flat.state_dict().items())
+                    if rank == 0 else 0.0]
 print("RESULT", json.dumps(out))
 """
 
@@ -292,8 +305,8 @@ def test_units_tap_evaluation_accumulation_and_cross_mode_state_under_fsdp(tmp_p
     (ViT, XCiT, CaiT, CA-Swin) the blocks / stages are the FSDP units and a step matches the plain model's;
     bf16 mixed precision computes in bf16 over float32 shards; an evaluation over uneven validation shards (one
     rank a batch fewer, a batch of unreadable images) completes with the unsharded result; accumulation (FSDP2's
-    set_requires_gradient_sync) gives the update of one batch; weights and AdamW state cross between a DDP
-    state and FSDP shards, both ways, exactly."""
+    set_requires_gradient_sync) gives the update of one batch, and so does activation checkpointing; weights
+    and AdamW state cross between a DDP state and FSDP shards, both ways, exactly."""
     script = tmp_path / "unit.py"
     script.write_text(UNIT.format(root=ROOT, folder=str(tmp_path / "dcp"), tiny=TINY))
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
@@ -320,3 +333,5 @@ def test_units_tap_evaluation_accumulation_and_cross_mode_state_under_fsdp(tmp_p
         assert {f: v[0] for f, v in out["families"].items()} == {"vit": 2, "xcit": 4, "cait": 4, "ca_swin": 5}
         for fam, (_, loss_diff, tap_diff, weight_diff, moved) in out["families"].items():
             assert loss_diff < 1e-5 and tap_diff < 1e-5 and weight_diff < 1e-5 and moved > 1e-3, fam
+        calls, weight_diff = out["grad_ckpt"]
+        assert calls == 2 and weight_diff < 1e-5  # the block ran again in backward; the same update
