@@ -10,6 +10,7 @@ lives in its objective (:mod:`pretrain.objectives`, selected by the config's ``o
 * :mod:`pretrain.data.build`: datasets, samplers, loaders;
 * :mod:`.optim`: AdamW/SGD and the per-step warm-up + cosine/multistep schedule;
 * :mod:`.step`: :class:`~.step.TrainStep`, one optimizer step with one host synchronisation;
+* :mod:`.parallel`: DDP (default) or FSDP2 ``fully_shard`` per block (``train.parallel``);
 * :mod:`.resume`: the counters of a run and its resume checkpoints (every ``train.checkpoint_steps`` steps
   and at every epoch end, ``--resume auto``);
 * :mod:`.runlog`: ``metrics.jsonl`` per epoch, ``steps.jsonl`` every ``train.log_interval`` steps,
@@ -294,6 +295,7 @@ def _epoch_record(objective, epoch: int, p: Progress, optimizer, data: Data, mod
     record.update(objective.details_record([d / max(seen, 1) for d in details]))
     if partial_epoch:
         record["partial_epoch"] = True
+
     def val_loader(module):  # FSDP: every rank runs as many forward passes (parallel.BalancedLoader)
         return data.val_loader if parallel is None else parallel.eval_loader(data.val_loader, module)
 
