@@ -7,6 +7,10 @@ taken when it was written). It is written under a temporary name and renamed whe
 the ``keep`` newest are removed only after that. A run killed at any moment leaves ``latest`` naming a
 complete checkpoint; a file damaged later (a truncated copy, a bad disk) is found by
 :func:`verify_checkpoint`, and :func:`find_intact_checkpoint` falls back to the newest intact one.
+
+A FSDP run's checkpoint also holds ``sharded/`` (model, optimizer and EMA shards written by
+``torch.distributed.checkpoint``, :mod:`.sharded`): every rank writes its shards into the temporary folder
+(:func:`begin_checkpoint`) before rank 0 completes it, and the manifest lists the shards too.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from .files import (DiskFullError, fsync_dir, is_disk_full, load_state, load_wei
                     save_weights, sha256_file, tensor_bytes, write_text_atomic)
 from .formats import VIT
 
-__all__ = ["CKPT_DIR", "LATEST", "MANIFEST", "CheckpointDamaged", "save_checkpoint", "find_checkpoint",
+__all__ = ["CKPT_DIR", "LATEST", "MANIFEST", "CheckpointDamaged", "begin_checkpoint", "save_checkpoint", "find_checkpoint",
            "find_intact_checkpoint", "verify_checkpoint", "list_checkpoints", "load_checkpoint"]
 
 log = logging.getLogger("pretrain")
@@ -39,9 +43,34 @@ class CheckpointDamaged(FileNotFoundError):
     """No intact checkpoint where one was expected; the message names each damaged file."""
 
 
+def begin_checkpoint(out_dir: str, step: int) -> str:
+    """A fresh temporary folder for the checkpoint of ``step`` (under ``<out_dir>/checkpoints``), for writers
+    that put files into it before :func:`save_checkpoint` completes it (the shards of a FSDP run)."""
+    root = os.path.join(out_dir, CKPT_DIR)
+    os.makedirs(root, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".tmp-step_{int(step):09d}-", dir=root)
+    os.chmod(tmp, 0o755)
+    return tmp
+
+
+def _listed_files(folder: str) -> List[str]:
+    """What a manifest lists: the folder's files (not its dot files: temporaries) and every file of its
+    subfolders (a DCP folder's ``.metadata`` included), as paths relative to ``folder``."""
+    out = []
+    for n in sorted(os.listdir(folder)):
+        path = os.path.join(folder, n)
+        if os.path.isdir(path):
+            for dirpath, dirs, names in os.walk(path):
+                dirs.sort()
+                out.extend(os.path.relpath(os.path.join(dirpath, m), folder) for m in sorted(names))
+        elif not n.startswith("."):
+            out.append(n)
+    return out
+
+
 def save_checkpoint(out_dir: str, step: int, weights: Dict[str, Dict[str, torch.Tensor]], state: Dict[str, Any],
                     arch: Dict[str, Any], extra: Optional[Dict[str, Any]] = None, keep: int = 1,
-                    fmt: str = VIT) -> str:
+                    fmt: str = VIT, tmp: Optional[str] = None) -> str:
     """Write a resume checkpoint; returns its folder.
 
     Args:
@@ -51,6 +80,8 @@ def save_checkpoint(out_dir: str, step: int, weights: Dict[str, Dict[str, torch.
         state: everything else (optimizer, scaler, RNG, sampler position, counters): tensors and plain data.
         arch, extra, fmt: safetensors metadata (see :func:`.files.save_weights`).
         keep: number of newest checkpoint folders kept.
+        tmp: a folder of :func:`begin_checkpoint` already holding files of this checkpoint (they join the
+            manifest); None: a new one.
 
     Raises:
         DiskFullError: the file system is full ("no space left on <folder>, N MiB needed"); the earlier
@@ -61,16 +92,18 @@ def save_checkpoint(out_dir: str, step: int, weights: Dict[str, Dict[str, torch.
     name = f"step_{int(step):09d}"
     final = os.path.join(root, name)
     needed = sum(tensor_bytes(sd) for sd in weights.values()) + tensor_bytes(state) + 64 * 1024
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root)
-    os.chmod(tmp, 0o755)
+    tmp = begin_checkpoint(out_dir, step) if tmp is None else tmp
     try:
         meta = {**(extra or {}), "step": int(step)}
         for key, sd in weights.items():
             save_weights(os.path.join(tmp, f"{key}.safetensors"), sd, arch, meta, fmt=fmt)
         save_state(os.path.join(tmp, "state.pt"), {**state, "step": int(step), "weights": sorted(weights)})
         files = {n: {"size": os.path.getsize(os.path.join(tmp, n)), "sha256": sha256_file(os.path.join(tmp, n))}
-                 for n in sorted(os.listdir(tmp)) if not n.startswith(".")}
+                 for n in _listed_files(tmp)}
         write_text_atomic(os.path.join(tmp, MANIFEST), json.dumps({"step": int(step), "files": files}, indent=1))
+        for n in os.listdir(tmp):  # the folders of other writers (FSDP's sharded/), then the checkpoint's own
+            if os.path.isdir(os.path.join(tmp, n)):
+                fsync_dir(os.path.join(tmp, n))
         fsync_dir(tmp)
         if os.path.isdir(final):  # same step saved twice (e.g. epoch end right after a step save)
             shutil.rmtree(final)

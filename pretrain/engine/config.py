@@ -107,6 +107,10 @@ DEFAULTS: Dict[str, Any] = {
         "compile": False,
         "accum_steps": 1,                    # micro-batches per optimizer step (data.batch_size is the whole step's)
         "grad_checkpointing": False,         # timm's set_grad_checkpointing on the model (recompute in backward)
+        "parallel": "ddp",                   # ddp (a full copy per process) | fsdp (FSDP2 fully_shard per block,
+                                             # sharded DCP checkpoints; pretrain/engine/parallel.py)
+        "fsdp_reshard_after_forward": True,  # fsdp: free gathered block weights after forward (false: keep
+                                             # them until backward, fewer all-gathers, more memory)
         "progress": "auto",                  # tqdm bar on rank 0: auto (when stderr is a terminal) | true | false
         "tensorboard": True,                 # events under <out_dir>/tb
     },
@@ -355,6 +359,7 @@ def validate(cfg: Dict[str, Any]) -> None:
          f"least 2 (mixing pairs samples), got {t['accum_steps']}"),
         (int(t["eval_interval"]) >= 1, f"train.eval_interval must be >= 1, got {t['eval_interval']}"),
         (t["progress"] in ("auto", True, False), f"train.progress must be auto|true|false, got {t['progress']}"),
+        (t["parallel"] in ("ddp", "fsdp"), f"train.parallel must be ddp|fsdp, got {t['parallel']!r}"),
         (t["resume"] is None or isinstance(t["resume"], str),
          f"train.resume must be null, 'auto' or a folder, got {t['resume']!r}"),
     ]

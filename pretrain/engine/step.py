@@ -4,7 +4,6 @@ times against a bare timm step.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -12,6 +11,7 @@ import torch
 
 from .. import dist as du
 from ..amp import autocast
+from .parallel import full_value, gradient_sync
 
 
 @dataclass
@@ -38,7 +38,8 @@ class TrainStep:
         accum_steps: ``train.accum_steps``: the batch is cut into this many equal micro-batches, each one's
             forward and backward run in turn (the objective, and so the mixer, draws per micro-batch), each
             loss weighted by its share of the batch so the summed gradient is the full batch's mean; clipping,
-            the non-finite check, the update and the EMA follow once; DDP syncs only on the last micro-batch.
+            the non-finite check, the update and the EMA follow once; DDP syncs (FSDP reduce-scatters) only on the
+            last micro-batch.
 
     ``step(images, labels, extras, lr=lr, step=s)`` takes a (B, 3, H, W) float batch and (B,) int64 labels
     on the device and returns a :class:`StepResult`. ``loss, details = objective.forward_loss(net, images,
@@ -82,7 +83,8 @@ class TrainStep:
         grad_norm = None
         if self.clip_grad:
             self.scaler.unscale_(self.optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip_grad, foreach=True)
+            # FSDP: the norm over the DTensor shards, a replicated DTensor (as a plain tensor here)
+            grad_norm = full_value(torch.nn.utils.clip_grad_norm_(self.params, self.clip_grad, foreach=True))
         bad = ~torch.isfinite(loss.detach())
         if grad_norm is not None and self.amp_dtype != torch.float16:  # fp16: the scaler skips inf grads
             bad = bad | ~torch.isfinite(grad_norm)
@@ -112,11 +114,9 @@ class TrainStep:
             raise ValueError(f"batch of {b} does not split into train.accum_steps={k} equal micro-batches")
         self.optimizer.zero_grad(set_to_none=True)
         loss = details = None
-        no_sync = getattr(self.net, "no_sync", None)
         for j in range(k):
             sl = slice(j * b // k, (j + 1) * b // k)
-            ctx = no_sync() if no_sync is not None and j < k - 1 else contextlib.nullcontext()
-            with ctx:
+            with gradient_sync(self.net, last=j == k - 1):  # DDP no_sync / FSDP2 set_requires_gradient_sync
                 li, di = self.objective.forward_loss(self.net, images[sl], labels[sl], _slice(extras, sl, b),
                                                      step=step, autocast=self._autocast,
                                                      channels_last=self.channels_last)

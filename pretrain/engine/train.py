@@ -10,6 +10,7 @@ lives in its objective (:mod:`pretrain.objectives`, selected by the config's ``o
 * :mod:`pretrain.data.build`: datasets, samplers, loaders;
 * :mod:`.optim`: AdamW/SGD and the per-step warm-up + cosine/multistep schedule;
 * :mod:`.step`: :class:`~.step.TrainStep`, one optimizer step with one host synchronisation;
+* :mod:`.parallel`: DDP (default) or FSDP2 ``fully_shard`` per block (``train.parallel``);
 * :mod:`.resume`: the counters of a run and its resume checkpoints (every ``train.checkpoint_steps`` steps
   and at every epoch end, ``--resume auto``);
 * :mod:`.runlog`: ``metrics.jsonl`` per epoch, ``steps.jsonl`` every ``train.log_interval`` steps,
@@ -33,7 +34,6 @@ from typing import Any, Dict, List, Optional
 
 import torch
 import yaml
-from torch.nn.parallel import DistributedDataParallel
 
 from .. import dist as du
 from ..amp import AMP_DTYPES
@@ -43,6 +43,7 @@ from ..data.build import Data, build_data
 from ..data.robust import read_bad_images
 from ..objectives import build_objective
 from .optim import build_optimizer, build_schedule
+from .parallel import Parallel, broadcast_module
 from .resume import Progress, RunCheckpoints, start_fresh
 from .runfolder import keep_checkpoints, prepare_run_folder
 from .rng import seed_everything, set_deterministic
@@ -102,13 +103,22 @@ def _train(cfg: Dict[str, Any], rank: int, world: int, device: torch.device, ckp
     bs = int(dc["batch_size"])
     total_batch = bs * world
     base_lr = float(oc["lr"]) * total_batch / float(oc["lr_base_batch"])
-    optimizer = build_optimizer(model, oc, base_lr, device)
     amp_dtype = AMP_DTYPES[tc["amp"]]
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    parallel = Parallel(tc.get("parallel", "ddp"), device, world, amp_dtype,
+                        bool(tc.get("fsdp_reshard_after_forward", True)), sample_shape=(3, int(dc["img_size"]),
+                                                                                        int(dc["img_size"])))
     ema = None
-    if mc.get("ema"):
-        from timm.utils import ModelEmaV3
-        ema = ModelEmaV3(model, decay=float(mc["ema_decay"]))
+    if parallel.fsdp:  # EMA copied from the whole model, both sharded, then the optimizer over the shards
+        ema = _build_ema(model, mc)
+        parallel.shard(model)
+        if ema is not None:
+            parallel.shard(ema.module)
+    optimizer = build_optimizer(model, oc, base_lr, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    if not parallel.fsdp:
+        if mc.get("ema"):  # rank 0's initial weights first (DDP broadcasts them only when it wraps, later)
+            broadcast_module(model)
+        ema = _build_ema(model, mc)
     steps_per_epoch = data.train_sampler.num_samples // bs
     epochs = int(tc["epochs"])
     total_steps = epochs * steps_per_epoch
@@ -117,12 +127,11 @@ def _train(cfg: Dict[str, Any], rank: int, world: int, device: torch.device, ckp
     # resume: weights, optimizer, scaler, EMA, sampler position, generators, counters
     p = Progress(objective.num_details)
     checkpoints = RunCheckpoints(out_dir, cfg, objective, model, ema, optimizer, scaler, device, rank, world, bs,
-                                 keep=keep_checkpoints(tc))
+                                 keep=keep_checkpoints(tc), fsdp=parallel.fsdp)
     if ckpt is not None:
         checkpoints.restore(ckpt, p, seed, steps_per_epoch)
 
-    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
-        if world > 1 else model
+    net = parallel.wrap(model)  # DDP (more than one process), or the FSDP model itself
     if tc.get("compile"):
         net = torch.compile(net)
     objective.bind(model, total_steps)
@@ -131,14 +140,15 @@ def _train(cfg: Dict[str, Any], rank: int, world: int, device: torch.device, ckp
     runlog = RunLog(out_dir, rank == 0, bool(tc.get("tensorboard")), p.step if ckpt else None,
                     p.start_epoch if ckpt else None)
     log.info("model %s (%.1fM params), %d classes, %d train / %d val images, %d steps/epoch, %d process(es) x "
-             "batch %d, lr %.2e, amp %s, EMA %s", objective.label(), sum(q.numel() for q in model.parameters()) / 1e6,
-             int(dc["num_classes"]), len(data.train_set), len(data.val_set), steps_per_epoch, world, bs, base_lr,
-             tc["amp"], mc["ema_decay"] if ema is not None else "off")
+             "batch %d, lr %.2e, amp %s, EMA %s, %s", objective.label(),
+             sum(q.numel() for q in model.parameters()) / 1e6, int(dc["num_classes"]), len(data.train_set),
+             len(data.val_set), steps_per_epoch, world, bs, base_lr, tc["amp"],
+             mc["ema_decay"] if ema is not None else "off", parallel.describe())
     log.info("%s", objective.describe())
 
     def epoch_record(epoch: int, data_wait: float, evaluate_now: bool = True, partial_epoch: bool = False):
         return _epoch_record(objective, epoch, p, optimizer, data, model, ema, device, amp_dtype, bad_seen,
-                             data_wait, world, evaluate_now, partial_epoch, last_eval)
+                             data_wait, world, evaluate_now, partial_epoch, last_eval, parallel)
 
     show_bar = tc.get("progress") is True or (tc.get("progress") == "auto" and sys.stderr.isatty())
     history: List[Dict[str, Any]] = []
@@ -272,7 +282,8 @@ def _train(cfg: Dict[str, Any], rank: int, world: int, device: torch.device, ckp
 
 def _epoch_record(objective, epoch: int, p: Progress, optimizer, data: Data, model, ema, device, amp_dtype,
                   bad_seen: int, data_wait: float, world: int, evaluate_now: bool = True,
-                  partial_epoch: bool = False, last_eval: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                  partial_epoch: bool = False, last_eval: Optional[Dict[str, Any]] = None,
+                  parallel: Optional[Parallel] = None) -> Dict[str, Any]:
     """Per-epoch metrics: train loss (and the objective's detail means) over all ranks, speed, skipped steps,
     unreadable images met this epoch (all ranks, training and validation), and the objective's evaluation of
     the model and of its EMA (the model's full result is left in ``last_eval``)."""
@@ -284,18 +295,30 @@ def _epoch_record(objective, epoch: int, p: Progress, optimizer, data: Data, mod
     record.update(objective.details_record([d / max(seen, 1) for d in details]))
     if partial_epoch:
         record["partial_epoch"] = True
+
+    def val_loader(module):  # FSDP: every rank runs as many forward passes (parallel.BalancedLoader)
+        return data.val_loader if parallel is None else parallel.eval_loader(data.val_loader, module)
+
     if evaluate_now:
-        result = objective.evaluate(model, data.val_loader, device, amp_dtype)
+        result = objective.evaluate(model, val_loader(model), device, amp_dtype)
         record.update(objective.eval_record(result, "val_"))
         if last_eval is not None:
             last_eval.update(result=result, epochs_done=epoch + (0 if partial_epoch else 1), step=p.step,
                              partial_epoch=partial_epoch)
         if ema is not None:
-            record.update(objective.eval_record(objective.evaluate(ema.module, data.val_loader, device, amp_dtype),
-                                                "ema_val_"))
+            record.update(objective.eval_record(objective.evaluate(ema.module, val_loader(ema.module), device,
+                                                                   amp_dtype), "ema_val_"))
     bad_now = len(read_bad_images(data.bad_log)) - bad_seen
     record["bad_images"] = int(du.all_reduce_sum([bad_now], device)[0])
     return record
+
+
+def _build_ema(model, mc: Dict[str, Any]):
+    """timm's ``ModelEmaV3`` of the model when ``model.ema`` is on (a deep copy; fixed decay), else None."""
+    if not mc.get("ema"):
+        return None
+    from timm.utils import ModelEmaV3
+    return ModelEmaV3(model, decay=float(mc["ema_decay"]))
 
 
 def _rounded(record: Dict[str, Any]) -> str:
