@@ -191,10 +191,12 @@ class JobReport:
     unreadable: List[List[str]]
     results: Optional[List[Any]]
     seconds: float
+    per_rank: List[int] = field(default_factory=list)  # shards computed by each rank
 
     def summary(self) -> str:
         bad = f", {len(self.unreadable)} unreadable image(s) skipped" if self.unreadable else ""
-        return (f"{self.job}: {self.shards} shard(s): {self.computed} computed, {self.reused} skipped "
+        ranks = f" ({' + '.join(map(str, self.per_rank))} on {len(self.per_rank)} ranks)" if len(self.per_rank) > 1 else ""
+        return (f"{self.job}: {self.shards} shard(s): {self.computed} computed{ranks}, {self.reused} skipped "
                 f"(finished before){bad}; {self.seconds:.1f}s")
 
 
@@ -228,7 +230,8 @@ def run_shards(job: str, shards: Sequence[Shard], compute: Callable[[Shard, str,
         computed += 1
     barrier()
     counts = gather_objects((computed, reused))
-    computed, reused = sum(c for c, _ in counts), sum(r for _, r in counts)
+    per_rank = [c for c, _ in counts]
+    computed, reused = sum(per_rank), sum(r for _, r in counts)
     results, unreadable = None, []
     if ctx.is_main:
         results = []
@@ -240,7 +243,7 @@ def run_shards(job: str, shards: Sequence[Shard], compute: Callable[[Shard, str,
                                f"{store.folder} must be one folder that every rank sees")
             results.append(data["result"])
             unreadable.extend(data["unreadable"])
-    return JobReport(job, len(shards), computed, reused, unreadable, results, time.time() - t0)
+    return JobReport(job, len(shards), computed, reused, unreadable, results, time.time() - t0, per_rank)
 
 
 def make_bar(enabled: bool, total: int, desc: str):

@@ -133,7 +133,8 @@ def test_label_maps_killed_then_resumed_on_two_processes_equal_one_uninterrupted
 
     # the rerun on 2 processes skips the 2 finished shards and ends with the uninterrupted run's files
     proc = _torchrun(["tools/make_label_maps.py", *common, "--out", str(out), "--keep-shards"])
-    assert "7 shard(s): 5 computed, 2 skipped (finished before)" in proc.stdout, proc.stdout
+    # shards 2, 4, 6 on rank 0 and 3, 5 on rank 1
+    assert "7 shard(s): 5 computed (3 + 2 on 2 ranks), 2 skipped (finished before)" in proc.stdout, proc.stdout
     assert {p.name: p.stat().st_mtime_ns for p in shard_files} == mtimes
     assert _files(out, MAP_FILES) == ref
     assert "zz_empty.png" in proc.stderr and "unreadable image skipped" in proc.stderr  # logged, naming the file
@@ -179,7 +180,7 @@ def test_every_study_on_two_processes_writes_the_files_of_one(synthetic_root, fi
         if f.name in names:
             f.unlink()
     proc = _torchrun(["tools/analyze.py", *args])
-    assert "occlusion: 4 shard(s): 4 computed" in proc.stdout  # 32 val images in shards of 8
+    assert "occlusion: 4 shard(s): 4 computed (2 + 2 on 2 ranks)" in proc.stdout  # 32 val images, shards of 8
     assert _files(out, names) == ref
 
 

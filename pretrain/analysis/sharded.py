@@ -22,7 +22,7 @@ from .common import parse_ckpt_specs
 
 # settings that do not change a study's numbers (where the results go, how they are computed)
 _NOT_PARAMS = {"out", "workers", "progress", "work_dir", "resume", "keep_shards", "ctx", "device_label", "study",
-               "max_batches", "examples"}
+               "max_batches"}
 
 
 def add_job_args(p: argparse.ArgumentParser) -> None:
@@ -64,8 +64,8 @@ def job_params(args, job: str) -> Dict[str, Any]:
 class StudyRun:
     """One sharded pass of a study over one dataset (see :func:`run_study`)."""
 
-    def __init__(self, store: jobs.ShardStore, shards, report: jobs.JobReport, merged: Any, keep: bool):
-        self.store, self.shards, self.report, self.merged, self.keep = store, shards, report, merged, keep
+    def __init__(self, store: jobs.ShardStore, shards, report: jobs.JobReport, keep: bool):
+        self.store, self.shards, self.report, self.keep = store, shards, report, keep
 
     def finish(self) -> None:
         """After the results are written (rank 0): drop the shard files unless ``--keep-shards``."""
@@ -101,7 +101,7 @@ def run_study(args, job: str, dataset, counts: Callable[[Any, int], Dict], merge
     if not ctx.is_main:
         return None, None
     jobs.log_summary(report)
-    return merge(report.results), StudyRun(store, shards, report, None, bool(args.keep_shards))
+    return merge(report.results), StudyRun(store, shards, report, bool(args.keep_shards))
 
 
 def unreadable_meta(*runs: Optional[StudyRun]) -> Dict[str, Any]:
