@@ -55,7 +55,7 @@ def sharded_throughput(args) -> None:
 
     from pretrain import jobs
     from pretrain.dist import cleanup, gather_objects
-    from pretrain.analysis.common import image_folder
+    from pretrain.analysis.common import image_folder, make_loader
     from pretrain.analysis.occlusion import occlusion_counts
 
     ctx = jobs.start_job(args.device)
@@ -74,13 +74,19 @@ def sharded_throughput(args) -> None:
                                 batch_size=args.batch_size)
 
     report = jobs.run_shards("bench", shards, compute, store, lambda s: [], ctx, resume=False)
+    plain = ""
+    if ctx.world == 1:  # the same study over one plain loader (no shards, no shard files), right after
+        loader = make_loader(ds, args.batch_size, args.workers, ctx.device)
+        t_plain = _timed(lambda: occlusion_study([lm], loader, ctx.device, amp_dtype=amp), ctx.device)
+        plain = f"{t_plain:.2f}"
     if ctx.is_main:
         store.remove(shards)
         print(f"# {datetime.date.today()} | device {ctx.device} | {ctx.world} process(es) | torch {torch.__version__} | "
               f"model {args.model} {args.img_size}px | batch {args.batch_size} | workers {args.workers} | "
               f"threads {torch.get_num_threads()}")
-        print(f"| occlusion (3 modes x 10 ratios), sharded | {ctx.world} | {len(ds)} | {len(shards)} | "
-              f"{report.seconds:.2f} | {len(ds) / report.seconds:.1f} |")
+        print("| study | processes | images | shards | sharded job (s) | img/s | one plain loader, 1 process (s) |")
+        print(f"| occlusion (3 modes x 10 ratios) | {ctx.world} | {len(ds)} | {len(shards)} | "
+              f"{report.seconds:.2f} | {len(ds) / report.seconds:.1f} | {plain or '-'} |")
     cleanup()
 
 

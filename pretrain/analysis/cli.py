@@ -3,7 +3,9 @@
 
 Studies: ``occlusion``, ``shuffle``, ``natural-adversarial``, ``attention``, and ``all`` (every
 study on a synthetic world written by ``tools/make_synthetic.py``). Each writes
-``<out>/<study>.csv``, ``<out>/<study>.json`` and ``<out>/<study>.png``.
+``<out>/<study>.csv``, ``<out>/<study>.json`` and ``<out>/<study>.png``. Under torchrun the ranks share
+the images and rank 0 writes the files, the same as one process writes; finished shards are kept for a
+rerun after a kill and unreadable images are counted and skipped (:mod:`.sharded`, :mod:`pretrain.jobs`).
 """
 from __future__ import annotations
 
