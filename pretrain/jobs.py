@@ -170,10 +170,15 @@ class ShardStore:
                                       "unreadable": unreadable})
 
     def remove(self, shards: Iterable[Shard]) -> None:
+        """Delete the job's shard files, and the temporary files a killed run left (call it once every
+        rank is done)."""
         for s in shards:
             for p in (self.path(s), self.bad_log(s)):
                 if os.path.exists(p):
                     os.remove(p)
+        for name in os.listdir(self.folder):
+            if name.startswith(".tmp-") and name.endswith(".pt") and f"{self.job}-" in name:
+                os.remove(os.path.join(self.folder, name))
         try:
             os.rmdir(self.folder)
         except OSError:

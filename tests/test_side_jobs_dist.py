@@ -210,3 +210,22 @@ def test_a_study_resumes_from_its_shards_and_counts_unreadable_images(synthetic_
     assert store.load(shard, store.key(shard, [])) is None
     with pytest.raises(jobs.JobError, match="multiple of --batch-size 4"):
         jobs.shard_size_for(6, 4)
+
+
+def test_a_voc_class_map_of_the_wrong_mode_is_counted_and_skipped(synthetic_root, fitted_ckpt, tmp_path, capsys):
+    from PIL import Image
+
+    from pretrain.analysis.cli import run
+
+    voc = tmp_path / "voc"
+    shutil.copytree(synthetic_root / "voc", voc)
+    ids = (voc / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
+    bad = voc / "SegmentationClass" / f"{ids[2]}.png"
+    Image.open(bad).convert("RGB").save(bad)  # an RGB picture of the classes, not a class map
+    out = tmp_path / "o"
+    run(["attention", "--voc", str(voc), "--out", str(out), "--device", "cpu", "--workers", "0", "--batch-size", "2",
+         "--shard-size", "4", "--ckpt", f"a={fitted_ckpt}"])
+    assert "2 shard(s): 2 computed, 0 skipped (finished before), 1 unreadable image(s) skipped" in capsys.readouterr().out
+    res = json.loads((out / "attention.json").read_text())
+    assert [(p, "mode RGB" in r) for p, r in res["unreadable_images"]] == [(str(bad), True)]
+    assert res["rows"][0]["seg_images"] == len(ids) - 1
