@@ -7,12 +7,13 @@ How a job runs:
   consecutive items (:func:`make_shards`), whatever the number of ranks. ``shard_size`` is a
   multiple of the batch size, so every shard's batches are the batches a single process would form
   over the whole list: a job's per-batch results do not depend on how many ranks ran it.
-* Rank ``r`` of ``W`` computes shards ``r, r + W, r + 2W, ...`` (:func:`run_shards`) and writes each
-  one, when done, to ``<work_dir>/<job>-<index>.pt`` atomically (temporary file, fsync, rename:
-  :func:`pretrain.checkpoint.files.save_state`). The file carries a **key**: a hash of the job's
-  parameters and of the shard's inputs (each file's path, size and modification time). A rerun finds
-  the finished shards and skips those whose key matches; a shard made from other inputs or
-  parameters is recomputed, never reused. A kill loses at most the shards in progress.
+* Each shard has a **key**: a hash of the job's parameters and of the shard's inputs (each file's
+  path, size and modification time). The shards without a finished file for their key are dealt round
+  robin to the ranks (:func:`run_shards`; rank 0's view decides), and each one is written, when done,
+  to ``<work_dir>/<job>-<index>-<key prefix>.pt`` atomically (temporary file, fsync, rename:
+  :func:`pretrain.checkpoint.files.save_state`) with its full key inside. A rerun skips the finished
+  shards; a shard made from other inputs or parameters has another key, so it is recomputed, never
+  reused. A kill loses at most the shards in progress.
 * After a barrier, rank 0 reads every shard in order and merges them (the caller's reduction, in a
   fixed order, so that the merged result is bit-identical to a single-process run). The work folder
   must therefore be visible to all ranks (one machine, or a shared file system as for the training
@@ -131,7 +132,8 @@ def digest(obj: Any) -> str:
 
 
 class ShardStore:
-    """The finished shards of one job in ``folder``: ``<job>-<index:05d>.pt`` with their keys."""
+    """The finished shards of one job in ``folder``: ``<job>-<index:05d>-<key prefix>.pt``, each holding
+    its full key (a shard from other inputs or parameters has another name, so it is never taken)."""
 
     def __init__(self, folder: str, job: str, params: Dict[str, Any]):
         self.folder = folder
@@ -139,8 +141,8 @@ class ShardStore:
         self.params = digest({"job": job, "params": params})
         os.makedirs(folder, exist_ok=True)
 
-    def path(self, shard: Shard) -> str:
-        return os.path.join(self.folder, f"{self.job}-{shard.index:05d}.pt")
+    def path(self, shard: Shard, key: str) -> str:
+        return os.path.join(self.folder, f"{self.job}-{shard.index:05d}-{key[:16]}.pt")
 
     def bad_log(self, shard: Shard) -> str:
         return os.path.join(self.folder, f".{self.job}-{shard.index:05d}.unreadable.tsv")
@@ -148,34 +150,43 @@ class ShardStore:
     def key(self, shard: Shard, inputs: Any) -> str:
         return digest({"params": self.params, "start": shard.start, "stop": shard.stop, "inputs": inputs})
 
-    def load(self, shard: Shard, key: str, quiet: bool = False) -> Optional[Dict[str, Any]]:
-        """The stored payload ``{result, unreadable}`` of a finished shard whose key matches, else None."""
-        path = self.path(shard)
-        if not os.path.isfile(path):
-            return None
+    def finished(self, shard: Shard, key: str) -> bool:
+        return os.path.isfile(self.path(shard, key))
+
+    def _others(self, shard: Optional[Shard] = None) -> List[str]:
+        prefix = f"{self.job}-{shard.index:05d}-" if shard is not None else f"{self.job}-"
+        return [os.path.join(self.folder, n) for n in os.listdir(self.folder) if n.startswith(prefix)
+                and n.endswith(".pt") and len(n) == len(prefix) + (16 if shard is not None else 22) + 3]
+
+    def load(self, shard: Shard, key: str) -> Dict[str, Any]:
+        """The stored payload ``{result, unreadable, ...}`` of a finished shard (a clear error when its file
+        is unreadable or holds another key)."""
+        path = self.path(shard, key)
         try:
             data = load_state(path)
-        except Exception as exc:  # noqa: BLE001 - a damaged file is recomputed
-            log.warning("%s: unreadable shard file (%s): recomputing it", path, exc)
-            return None
+        except Exception as exc:  # noqa: BLE001 - damaged or vanished
+            raise JobError(f"{path}: cannot read this finished shard ({exc}); delete it and rerun") from exc
         if not isinstance(data, dict) or data.get("format") != SHARD_FORMAT or data.get("key") != key:
-            if not quiet:
-                log.info("%s was made from other inputs or parameters: recomputing it", path)
-            return None
+            raise JobError(f"{path} does not hold shard {shard.index} of {self.job} for these inputs; delete it "
+                           "and rerun")
         return data
 
     def save(self, shard: Shard, key: str, result: Any, unreadable: List[List[str]]) -> None:
-        save_state(self.path(shard), {"format": SHARD_FORMAT, "key": key, "job": self.job, "index": shard.index,
-                                      "start": shard.start, "stop": shard.stop, "result": result,
-                                      "unreadable": unreadable})
+        for old in self._others(shard):  # the same shard from other inputs: replaced
+            if old != self.path(shard, key):
+                os.remove(old)
+        save_state(self.path(shard, key), {"format": SHARD_FORMAT, "key": key, "job": self.job,
+                                           "index": shard.index, "start": shard.start, "stop": shard.stop,
+                                           "result": result, "unreadable": unreadable})
 
     def remove(self, shards: Iterable[Shard]) -> None:
         """Delete the job's shard files, and the temporary files a killed run left (call it once every
         rank is done)."""
         for s in shards:
-            for p in (self.path(s), self.bad_log(s)):
-                if os.path.exists(p):
-                    os.remove(p)
+            if os.path.exists(self.bad_log(s)):
+                os.remove(self.bad_log(s))
+        for path in self._others():
+            os.remove(path)
         for name in os.listdir(self.folder):
             if name.startswith(".tmp-") and name.endswith(".pt") and f"{self.job}-" in name:
                 os.remove(os.path.join(self.folder, name))
@@ -206,49 +217,50 @@ class JobReport:
 
 
 def run_shards(job: str, shards: Sequence[Shard], compute: Callable[[Shard, str, Any], Any], store: ShardStore,
-               inputs: Callable[[Shard], Any], ctx: JobContext, resume: bool = True, bar: Any = None) -> JobReport:
-    """Compute this rank's shards (``compute(shard, bad_log, bar)``, skipping finished ones), wait for
-    every rank, and on rank 0 read all shard results in order.
+               inputs: Callable[[Shard], Any], ctx: JobContext, resume: bool = True,
+               progress: bool = False) -> JobReport:
+    """Compute the shards that are not finished yet (``compute(shard, bad_log, bar)``), shared among the
+    ranks, wait for every rank, and on rank 0 read all shard results in order.
 
-    ``compute`` reads its images through :func:`shard_loader` with ``bad_log``; the unreadable files
-    logged there are stored with the shard. ``bar``: a tqdm bar (rank 0) that ``shard_loader`` advances.
+    Rank 0's view of what is finished decides for all ranks, and the unfinished shards are dealt round
+    robin, so a resumed run keeps every rank busy whatever its number of processes. ``compute`` reads its
+    images through :func:`shard_loader` with ``bad_log``; the unreadable files logged there are stored
+    with the shard. ``progress``: a tqdm bar of rank 0's images, which ``shard_loader`` advances.
     """
     t0 = time.time()
     keys = {s.index: store.key(s, inputs(s)) for s in shards}
-    computed = reused = 0
-    for s in shards:
-        if s.index % ctx.world != ctx.rank:
-            continue
-        if resume and store.load(s, keys[s.index]) is not None:
-            reused += 1
-            if bar is not None:
-                bar.update(len(s))
-            continue
-        bad_log = store.bad_log(s)
-        if os.path.exists(bad_log):  # left by a killed attempt
-            os.remove(bad_log)
-        result = compute(s, bad_log, bar)
-        rows = sorted([p, r] for _, p, r in read_bad_images(bad_log))
-        store.save(s, keys[s.index], result, rows)
-        if os.path.exists(bad_log):
-            os.remove(bad_log)
-        computed += 1
+    todo = [s.index for s in shards if not (resume and store.finished(s, keys[s.index]))]
+    todo = gather_objects(todo)[0]  # also makes every rank decide before any rank writes a shard
+    mine = [shards[i] for i in todo[ctx.rank::ctx.world]]
+    bar = make_bar(progress and ctx.is_main, sum(len(s) for s in mine), f"{job} (rank 0 of {ctx.world})")
+    try:
+        for s in mine:
+            bad_log = store.bad_log(s)
+            if os.path.exists(bad_log):  # left by a killed attempt
+                os.remove(bad_log)
+            result = compute(s, bad_log, bar)
+            rows = sorted([p, r] for _, p, r in read_bad_images(bad_log))
+            store.save(s, keys[s.index], result, rows)
+            if os.path.exists(bad_log):
+                os.remove(bad_log)
+    finally:
+        if bar is not None:
+            bar.close()
     barrier()
-    counts = gather_objects((computed, reused))
-    per_rank = [c for c, _ in counts]
-    computed, reused = sum(per_rank), sum(r for _, r in counts)
+    per_rank = [n for n in gather_objects(len(mine))]
     results, unreadable = None, []
     if ctx.is_main:
         results = []
         for s in shards:
-            data = store.load(s, keys[s.index], quiet=True)
-            if data is None:
-                raise JobError(f"{store.path(s)}: shard {s.index} of {job} is missing or does not match after "
-                               f"every rank finished (rank {s.index % ctx.world} wrote it): the work folder "
-                               f"{store.folder} must be one folder that every rank sees")
+            if not store.finished(s, keys[s.index]):
+                raise JobError(f"{store.path(s, keys[s.index])}: shard {s.index} of {job} is missing after every "
+                               "rank finished: the work folder must be one folder that every rank sees "
+                               f"({store.folder})")
+            data = store.load(s, keys[s.index])
             results.append(data["result"])
             unreadable.extend(data["unreadable"])
-    return JobReport(job, len(shards), computed, reused, unreadable, results, time.time() - t0, per_rank)
+    return JobReport(job, len(shards), len(todo), len(shards) - len(todo), unreadable, results, time.time() - t0,
+                     per_rank)
 
 
 def make_bar(enabled: bool, total: int, desc: str):

@@ -90,14 +90,8 @@ def run_study(args, job: str, dataset, counts: Callable[[Any, int], Dict], merge
                                    collate_fn=collate_fn, split=job, bar=bar)
         return counts(loader, shard.start // int(args.batch_size))
 
-    mine = sum(len(s) for s in shards if s.index % ctx.world == ctx.rank)
-    bar = jobs.make_bar(jobs.progress_enabled(args.progress, ctx), mine, f"{job} (rank 0 of {ctx.world})")
-    try:
-        report = jobs.run_shards(job, shards, compute, store, lambda s: jobs.file_inputs(items[s.start:s.stop]),
-                                 ctx, resume=args.resume, bar=bar)
-    finally:
-        if bar is not None:
-            bar.close()
+    report = jobs.run_shards(job, shards, compute, store, lambda s: jobs.file_inputs(items[s.start:s.stop]), ctx,
+                             resume=args.resume, progress=jobs.progress_enabled(args.progress, ctx))
     if not ctx.is_main:
         return None, None
     jobs.log_summary(report)

@@ -112,16 +112,9 @@ def _run(args) -> int:
             first += int(item.present.numel())
         return maps  # None when no image of the shard was readable
 
-    bar = jobs.make_bar(jobs.progress_enabled(args.progress, ctx), sum(len(s) for s in shards
-                                                                       if s.index % ctx.world == ctx.rank),
-                        f"label maps (rank 0 of {ctx.world})")
-    try:
-        report = jobs.run_shards("label_maps", shards, compute, store,
-                                 lambda s: jobs.file_inputs(ds.samples[s.start:s.stop]), ctx, resume=args.resume,
-                                 bar=bar)
-    finally:
-        if bar is not None:
-            bar.close()
+    report = jobs.run_shards("label_maps", shards, compute, store,
+                             lambda s: jobs.file_inputs(ds.samples[s.start:s.stop]), ctx, resume=args.resume,
+                             progress=jobs.progress_enabled(args.progress, ctx))
     if not ctx.is_main:
         return 0
     shape = next((tuple(r.shape[1:]) for r in report.results if r is not None), None)
