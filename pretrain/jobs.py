@@ -71,12 +71,10 @@ def start_job(device: Optional[str] = None) -> JobContext:
     """Join torchrun's process group (gloo on CPU, NCCL on GPUs; nothing in one process) and pick the
     device: ``auto``/None gives this rank's GPU (``LOCAL_RANK``) or the CPU, ``cuda`` gives this rank's
     GPU; any other name (``cpu``, ``cuda:3``) is used as it is."""
-    rank, world, dev = init_distributed() if int(os.environ.get("WORLD_SIZE", "1")) > 1 else (0, 1, None)
+    rank, world, dev = init_distributed()  # the engine's reading of the launcher's environment
     name = (device or "auto").strip()
-    if name == "auto":
-        chosen = dev if dev is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    elif name == "cuda" and dev is not None and dev.type == "cuda":
-        chosen = dev
+    if name == "auto" or (name == "cuda" and dev.type == "cuda"):
+        chosen = dev if world > 1 else torch.device(dev.type)
     else:
         chosen = torch.device(name)
     return JobContext(rank=rank, world=world, device=chosen)
