@@ -158,7 +158,7 @@ def test_every_study_on_two_processes_writes_the_files_of_one(synthetic_root, fi
 
     out = tmp_path / "analysis"
     args = ["all", "--data", str(synthetic_root), "--out", str(out), "--device", "cpu", "--workers", "0",
-            "--batch-size", "4", "--shard-size", "8", "--ckpt", f"a={fitted_ckpt}"]
+            "--batch-size", "8", "--shard-size", "16", "--ckpt", f"a={fitted_ckpt}"]
     run(args)
     names = [f"{s}.{e}" for s in ("occlusion", "shuffle", "natural_adversarial", "attention") for e in ("csv", "json")]
     names.append("summary.json")
@@ -171,7 +171,7 @@ def test_every_study_on_two_processes_writes_the_files_of_one(synthetic_root, fi
     from pretrain.analysis.common import image_folder, make_loader
 
     model = load_classifier(fitted_ckpt, name="a")
-    loader = make_loader(image_folder(str(synthetic_root / "imagenet" / "val"), model.img_size, 1.0), 4, 0,
+    loader = make_loader(image_folder(str(synthetic_root / "imagenet" / "val"), model.img_size, 1.0), 8, 0,
                          torch.device("cpu"))
     cpu = torch.device("cpu")
     assert occlusion_study([model], loader, cpu) == occ
@@ -180,7 +180,8 @@ def test_every_study_on_two_processes_writes_the_files_of_one(synthetic_root, fi
         if f.name in names:
             f.unlink()
     proc = _torchrun(["tools/analyze.py", *args])
-    assert "occlusion: 4 shard(s): 4 computed (2 + 2 on 2 ranks)" in proc.stdout  # 32 val images, shards of 8
+    # 32 val images: 2 shards of 2 batches, the second one replaying the first one's draws
+    assert "occlusion: 2 shard(s): 2 computed (1 + 1 on 2 ranks)" in proc.stdout
     assert _files(out, names) == ref
 
 
