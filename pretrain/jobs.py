@@ -130,14 +130,15 @@ def digest(obj: Any) -> str:
 
 
 class ShardStore:
-    """The finished shards of one job in ``folder``: ``<job>-<index:05d>-<key prefix>.pt``, each holding
-    its full key (a shard from other inputs or parameters has another name, so it is never taken)."""
+    """The finished shards of one job in ``work_dir/<job>/``: ``<job>-<index:05d>-<key prefix>.pt``, each
+    holding its full key (a shard from other inputs or parameters has another name, so it is never taken)."""
 
-    def __init__(self, folder: str, job: str, params: Dict[str, Any]):
-        self.folder = folder
+    def __init__(self, work_dir: str, job: str, params: Dict[str, Any]):
+        self.work_dir = work_dir
+        self.folder = os.path.join(work_dir, job)
         self.job = job
         self.params = digest({"job": job, "params": params})
-        os.makedirs(folder, exist_ok=True)
+        os.makedirs(self.folder, exist_ok=True)
 
     def path(self, shard: Shard, key: str) -> str:
         return os.path.join(self.folder, f"{self.job}-{shard.index:05d}-{key[:16]}.pt")
@@ -178,8 +179,8 @@ class ShardStore:
                                            "result": result, "unreadable": unreadable})
 
     def remove(self, shards: Iterable[Shard]) -> None:
-        """Delete the job's shard files, and the temporary files a killed run left (call it once every
-        rank is done)."""
+        """Delete the job's shard files and folder, and the temporary files a killed run left (rank 0,
+        once every rank is done with this job; :func:`finish_job` removes the emptied work folder)."""
         for s in shards:
             if os.path.exists(self.bad_log(s)):
                 os.remove(self.bad_log(s))
@@ -259,6 +260,17 @@ def run_shards(job: str, shards: Sequence[Shard], compute: Callable[[Shard, str,
             unreadable.extend(data["unreadable"])
     return JobReport(job, len(shards), len(todo), len(shards) - len(todo), unreadable, results, time.time() - t0,
                      per_rank)
+
+
+def finish_job(work_dir: str, ctx: JobContext) -> None:
+    """The end of a side job on every rank: wait for rank 0 (its outputs are written), which then removes
+    the work folder if the jobs left it empty (a folder another rank could still be using is never removed)."""
+    barrier()
+    if ctx.is_main:
+        try:
+            os.rmdir(work_dir)
+        except OSError:
+            pass
 
 
 def make_bar(enabled: bool, total: int, desc: str):

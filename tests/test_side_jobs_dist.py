@@ -126,7 +126,7 @@ def test_label_maps_killed_then_resumed_on_two_processes_equal_one_uninterrupted
     """))
     proc = subprocess.run([sys.executable, str(driver)], env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr[-3000:]
-    shard_files = sorted((out / ".shards").glob("label_maps-*.pt"))
+    shard_files = sorted((out / ".shards" / "label_maps").glob("label_maps-*.pt"))
     assert [p.name[:16] for p in shard_files] == ["label_maps-00000", "label_maps-00001"]
     assert not (out / "maps.npy").exists()
     mtimes = {p.name: p.stat().st_mtime_ns for p in shard_files}
@@ -207,6 +207,7 @@ def test_a_study_resumes_from_its_shards_and_counts_unreadable_images(synthetic_
     assert (out / "occlusion.json").read_bytes() == first
     # a shard file from another run is never taken for this one
     store = jobs.ShardStore(str(out / ".shards"), "occlusion", {"other": 1})
+    assert len(list((out / ".shards" / "occlusion").glob("occlusion-*.pt"))) == 5  # --keep-shards
     shard = jobs.make_shards(33, 8)[0]
     assert not store.finished(shard, store.key(shard, []))
     with pytest.raises(jobs.JobError, match="multiple of --batch-size 4"):

@@ -81,6 +81,8 @@ def sharded_throughput(args) -> None:
         plain = f"{t_plain:.2f}"
     if ctx.is_main:
         store.remove(shards)
+    jobs.finish_job(work, ctx)
+    if ctx.is_main:
         print(f"# {datetime.date.today()} | device {ctx.device} | {ctx.world} process(es) | torch {torch.__version__} | "
               f"model {args.model} {args.img_size}px | batch {args.batch_size} | workers {args.workers} | "
               f"threads {torch.get_num_threads()}")

@@ -371,11 +371,10 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict:
     except sharded.jobs.JobError as e:
         raise AnalysisError(str(e)) from e
     sharded.start(args)
-    if args.study == "all":
-        return run_all(args)
-    res = RUNNERS[args.study](args)
-    if res is None:  # a rank other than 0: rank 0 wrote the results
-        return {}
+    res = run_all(args) if args.study == "all" else RUNNERS[args.study](args)
+    sharded.finish(args)  # not after an error: a barrier there could meet another rank's collective
+    if args.study == "all" or res is None:  # a rank other than 0 returns {}: rank 0 wrote the results
+        return res or {}
     for k, v in res["files"].items():
         print(f"{k}: {v}")
     return res

@@ -82,7 +82,7 @@ def run_study(args, job: str, dataset, counts: Callable[[Any, int], Dict], merge
     if args.max_batches:
         n = min(n, int(args.max_batches) * int(args.batch_size))
     shards = jobs.make_shards(n, jobs.shard_size_for(args.shard_size, int(args.batch_size)))
-    store = jobs.ShardStore(args.work_dir or os.path.join(args.out, ".shards"), job, job_params(args, job))
+    store = jobs.ShardStore(work_dir(args), job, job_params(args, job))
     items = getattr(dataset, "samples", None) or getattr(dataset, "items")
 
     def compute(shard, bad_log, bar):
@@ -103,6 +103,15 @@ def unreadable_meta(*runs: Optional[StudyRun]) -> Dict[str, Any]:
     files of a clean run keep their layout)."""
     rows = [r for run in runs if run is not None for r in run.report.unreadable]
     return {"unreadable_images": rows} if rows else {}
+
+
+def work_dir(args) -> str:
+    return args.work_dir or os.path.join(args.out, ".shards")
+
+
+def finish(args) -> None:
+    """Every rank, after the last study: rank 0 removes the emptied work folder."""
+    jobs.finish_job(work_dir(args), context(args))
 
 
 def main_only(args, fn: Callable[[], Any]) -> Any:

@@ -116,6 +116,7 @@ def _run(args) -> int:
                              lambda s: jobs.file_inputs(ds.samples[s.start:s.stop]), ctx, resume=args.resume,
                              progress=jobs.progress_enabled(args.progress, ctx))
     if not ctx.is_main:
+        jobs.finish_job(work, ctx)
         return 0
     shape = next((tuple(r.shape[1:]) for r in report.results if r is not None), None)
     if shape is None:
@@ -143,6 +144,7 @@ def _run(args) -> int:
         os.replace(tmp, os.path.join(args.out, name))
     if not args.keep_shards:
         store.remove(shards)
+    jobs.finish_job(work, ctx)
     jobs.log_summary(report)
     print(f"wrote {len(ds)} maps to {args.out}")
     return 0
