@@ -12,6 +12,10 @@ Examples::
     python tools/analyze.py attention --voc /data/VOCdevkit/VOC2012 --box-images /data/imagenet/val \
         --boxes /data/imagenet/val_boxes --out runs/analysis --ckpt ...
     python tools/analyze.py all --data data/synthetic --out runs/analysis_synthetic --ckpt ...
+    torchrun --nproc-per-node 8 tools/analyze.py occlusion ...   # the same files, 8 processes
+
+A rerun of a killed command skips its finished shards (docs/analysis.md, "Several GPUs, resuming,
+unreadable images").
 """
 import sys
 

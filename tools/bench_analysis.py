@@ -9,6 +9,13 @@ components, metrics; that column is robust to a busy machine.
 
     python tools/bench_analysis.py                                     # CPU, DeiT-Ti at 224, batch 8
     python tools/bench_analysis.py --device cuda --amp bf16 --model deit_small_patch16_224 --batch-size 256
+
+``--sharded FOLDER`` instead times the occlusion study as the command line runs it (shards of the image
+folder, decoding included, :mod:`pretrain.jobs`), in one process or under torchrun, and prints images/s
+of the job (process start-up and model building excluded)::
+
+    python tools/bench_analysis.py --sharded data/synthetic/imagenet/val --img-size 64 --batch-size 16
+    torchrun --nproc-per-node 2 tools/bench_analysis.py --sharded data/synthetic/imagenet/val --img-size 64 --batch-size 16
 """
 from __future__ import annotations
 
@@ -42,6 +49,49 @@ def _timed(fn, device, repeats=1):
     return min(times)  # the least-disturbed run: robust on a shared machine
 
 
+def sharded_throughput(args) -> None:
+    """Images/s of the sharded occlusion study over an image folder, on this launch's processes."""
+    import tempfile
+
+    from pretrain import jobs
+    from pretrain.dist import cleanup, gather_objects
+    from pretrain.analysis.common import image_folder, make_loader
+    from pretrain.analysis.occlusion import occlusion_counts
+
+    ctx = jobs.start_job(args.device)
+    torch.manual_seed(0)  # the same random model on every rank
+    lm = _finish(create_vit(args.model, 1000, img_size=args.img_size), args.model, "random init", ctx.device)
+    ds = image_folder(args.sharded, lm.img_size, 1.0)
+    shards = jobs.make_shards(len(ds), jobs.shard_size_for(args.shard_size, args.batch_size))
+    amp = parse_amp(args.amp)
+    work = tempfile.mkdtemp(prefix="bench-shards-") if ctx.is_main else None
+    work = gather_objects(work)[0]  # one folder, made by rank 0
+    store = jobs.ShardStore(work, "bench", {"model": args.model})
+
+    def compute(shard, bad_log, bar):
+        loader = jobs.shard_loader(ds, shard, args.batch_size, args.workers, ctx.device, bad_log)
+        return occlusion_counts([lm], loader, ctx.device, amp_dtype=amp, skip_batches=shard.start // args.batch_size,
+                                batch_size=args.batch_size)
+
+    report = jobs.run_shards("bench", shards, compute, store, lambda s: [], ctx, resume=False)
+    plain = ""
+    if ctx.world == 1:  # the same study over one plain loader (no shards, no shard files), right after
+        loader = make_loader(ds, args.batch_size, args.workers, ctx.device)
+        t_plain = _timed(lambda: occlusion_study([lm], loader, ctx.device, amp_dtype=amp), ctx.device)
+        plain = f"{t_plain:.2f}"
+    if ctx.is_main:
+        store.remove(shards)
+    jobs.finish_job(work, ctx)
+    if ctx.is_main:
+        print(f"# {datetime.date.today()} | device {ctx.device} | {ctx.world} process(es) | torch {torch.__version__} | "
+              f"model {args.model} {args.img_size}px | batch {args.batch_size} | workers {args.workers} | "
+              f"threads {torch.get_num_threads()}")
+        print("| study | processes | images | shards | sharded job (s) | img/s | one plain loader, 1 process (s) |")
+        print(f"| occlusion (3 modes x 10 ratios) | {ctx.world} | {len(ds)} | {len(shards)} | "
+              f"{report.seconds:.2f} | {len(ds) / report.seconds:.1f} | {plain or '-'} |")
+    cleanup()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="deit_tiny_patch16_224")
@@ -52,9 +102,15 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--amp", default="none")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--sharded", default=None, metavar="FOLDER", help="time the sharded occlusion study on this "
+                    "ImageNet-layout folder instead (see above)")
+    ap.add_argument("--shard-size", type=int, default=None)
+    ap.add_argument("--workers", type=int, default=0)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.sharded:
+        return sharded_throughput(args)
     device = torch.device(args.device)
     amp = parse_amp(args.amp)
     torch.manual_seed(0)

@@ -10,7 +10,9 @@ it follows; docs/references.md lists every reference.
 
 One command per study in ``tools/analyze.py`` (occlusion, shuffle, natural-adversarial,
 attention, and ``all`` for the synthetic demo); each writes ``<study>.csv``, ``<study>.json`` and
-``<study>.png`` comparing any number of checkpoints. See ``docs/analysis.md``.
+``<study>.png`` comparing any number of checkpoints. Under torchrun the studies share their images among
+the processes and resume from finished shards (:mod:`.sharded`, :mod:`pretrain.jobs`). See
+``docs/analysis.md``.
 """
 from .attention_quality import (attention_quality_study, box_iou_any, jaccard, largest_component_boxes,
                                 threshold_attention)

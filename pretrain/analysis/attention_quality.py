@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ..data.folders import UnreadableImageError
+from ..jobs import split_present
 from .common import (IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, AnalysisError, LoadedModel,
                      check_same_input, rgb_loader)
 
@@ -207,9 +209,13 @@ class VOCForeground(Dataset):
         from PIL import Image
 
         img_path, lab_path = self.items[i]
-        lab = Image.open(lab_path)
+        try:
+            lab = Image.open(lab_path)
+            lab.load()
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise UnreadableImageError(lab_path, f"{type(exc).__name__}: {exc}") from None
         if lab.mode not in ("P", "L"):
-            raise AnalysisError(f"{lab_path}: expected a palette/grey class map, got mode {lab.mode}")
+            raise UnreadableImageError(lab_path, f"expected a palette/grey class map, got mode {lab.mode}")
         lab = lab.resize((self.size[1], self.size[0]), Image.NEAREST)
         return self.tf(rgb_loader(img_path)), torch.from_numpy(np.array(lab, dtype=np.uint8))
 
@@ -333,7 +339,10 @@ def collate_boxes(batch):
 
 
 # --------------------------------------------------------------------------------- study
-@torch.inference_mode()
+_SUMS = ("inter", "union", "jac", "area", "iou")  # kept per batch, added in batch order when merged
+_COUNTS = ("n_seg", "loc", "top1loc", "n_loc")
+
+
 def attention_quality_study(models: Sequence[LoadedModel], device: torch.device, seg_loader=None,
                             box_loader=None, keep_masses: Sequence[float] = (0.6,), connectivity: int = 8,
                             iou_threshold: float = 0.5, amp_dtype=None, num_examples: int = 4,
@@ -352,20 +361,42 @@ def attention_quality_study(models: Sequence[LoadedModel], device: torch.device,
     """
     if seg_loader is None and box_loader is None:
         raise AnalysisError("attention quality needs VOC segmentation data and/or box data")
+    t0 = time.perf_counter()
+    counts = attention_counts(models, device, seg_loader, box_loader, keep_masses, connectivity, iou_threshold,
+                              amp_dtype, num_examples, max_batches,
+                              examples_from="seg" if seg_loader is not None else "box")
+    log.info("attention quality: %d models x %d thresholds in %.1fs", len(models), len(keep_masses),
+             time.perf_counter() - t0)
+    return attention_rows(models, keep_masses, counts), counts["examples"]
+
+
+@torch.inference_mode()
+def attention_counts(models: Sequence[LoadedModel], device: torch.device, seg_loader=None, box_loader=None,
+                     keep_masses: Sequence[float] = (0.6,), connectivity: int = 8, iou_threshold: float = 0.5,
+                     amp_dtype=None, num_examples: int = 4, max_batches: Optional[int] = None,
+                     examples_from: Optional[str] = "seg") -> Dict:
+    """The sums behind :func:`attention_quality_study`: ``{"stats": {(name, keep_mass): {...}},
+    "unknown_labels": int, "box_loader": bool, "examples": dict}``, float sums kept per batch (see
+    :func:`merge_attention_counts`). The loaders may yield :class:`pretrain.jobs.Present` items;
+    ``examples_from`` (``seg``, ``box`` or None) names the loader whose first batch gives the overlay examples."""
     if not 0.0 < float(iou_threshold) <= 1.0:
         raise AnalysisError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
     keep_masses = [float(k) for k in keep_masses]
     for k in keep_masses:
         threshold_attention(torch.ones(1, 1), k)
     img_size, _ = check_same_input(models)
-    stats = {(m.name, k): dict(inter=0.0, union=0.0, jac=0.0, area=0.0, n_seg=0, loc=0, top1loc=0, iou=0.0, n_loc=0,
+    stats = {(m.name, k): dict(inter=[], union=[], jac=[], area=[], n_seg=0, loc=0, top1loc=0, iou=[], n_loc=0,
                                has_label=False)
              for m in models for k in keep_masses}
     examples: Dict = {"attention": {m.name: [] for m in models}, "pred_boxes": {}}
-    t0 = time.perf_counter()
 
     if seg_loader is not None:
-        for bi, (images, labels) in enumerate(itertools.islice(seg_loader, max_batches)):
+        first = examples_from == "seg"
+        for item in itertools.islice(seg_loader, max_batches):
+            batch, _ = split_present(item)
+            if batch is None:
+                continue
+            images, labels = batch
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             if tuple(labels.shape[-2:]) != tuple(img_size):
@@ -377,21 +408,27 @@ def attention_quality_study(models: Sequence[LoadedModel], device: torch.device,
                     inter, union = jaccard(pred, labels)
                     per = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
                     s = stats[(m.name, k)]
-                    # sums stay on the device (python 0.0 + tensor -> tensor): no sync per batch
-                    s["inter"] = s["inter"] + inter.sum()
-                    s["union"] = s["union"] + union.sum()
-                    s["jac"] = s["jac"] + per.sum()
-                    s["area"] = s["area"] + pred.flatten(1).double().mean(1).sum()
+                    # per-batch sums stay on the device until the end: no sync per batch
+                    s["inter"].append(inter.sum())
+                    s["union"].append(union.sum())
+                    s["jac"].append(per.sum())
+                    s["area"].append(pred.flatten(1).double().mean(1).sum())
                     s["n_seg"] += images.shape[0]
-                if bi == 0:
+                if first:
                     examples["attention"][m.name] = att[:num_examples].cpu()
-            if bi == 0:
+            if first:
                 examples["images"] = images[:num_examples].cpu()
                 examples["labels"] = labels[:num_examples].cpu()
+                first = False
 
     unknown_labels = 0
     if box_loader is not None:
-        for bi, (images, gt, gt_valid, target) in enumerate(itertools.islice(box_loader, max_batches)):
+        first = examples_from == "box"
+        for item in itertools.islice(box_loader, max_batches):
+            batch, _ = split_present(item)
+            if batch is None:
+                continue
+            images, gt, gt_valid, target = batch
             images = images.to(device, non_blocking=True)
             has_labels = bool((target >= 0).any())
             unknown_labels += int((target < 0).sum())
@@ -412,31 +449,61 @@ def attention_quality_study(models: Sequence[LoadedModel], device: torch.device,
                     hit = iou >= iou_threshold
                     s = stats[(m.name, k)]
                     s["loc"] += int(hit.sum())
-                    s["iou"] += float(iou.sum())
+                    s["iou"].append(float(iou.sum()))
                     s["n_loc"] += images.shape[0]
                     if cls_ok is not None:  # unknown labels (-1) never match: they count as misses
                         s["top1loc"] += int((hit & cls_ok).sum())
                         s["has_label"] = s["has_label"] or has_labels
-                    if bi == 0 and seg_loader is None:
+                    if first:
                         examples["pred_boxes"].setdefault(m.name, {})[k] = boxes[:num_examples]
-                if bi == 0 and seg_loader is None:
+                if first:
                     examples["attention"][m.name] = att[:num_examples].cpu()
-            if bi == 0 and seg_loader is None:
+            if first:
                 examples["images"] = images[:num_examples].cpu()
                 examples["labels"] = None
                 examples["boxes"] = (gt[:num_examples], gt_valid[:num_examples])
-    if unknown_labels and box_loader is not None and any(s["has_label"] for s in stats.values()):
-        log.warning("WSOL: %d images have no known class label; they count as top-1 localisation misses",
-                    unknown_labels)
-    log.info("attention quality: %d models x %d thresholds in %.1fs", len(models), len(keep_masses),
-             time.perf_counter() - t0)
+                first = False
+    for s in stats.values():
+        for key in _SUMS:
+            s[key] = [float(v) for v in (torch.stack(s[key]).tolist() if torch.is_tensor(s[key][0]) else s[key])] \
+                if s[key] else []
+    return {"stats": stats, "unknown_labels": unknown_labels, "box_loader": box_loader is not None,
+            "examples": examples}
 
+
+def merge_attention_counts(parts: Sequence[Dict]) -> Dict:
+    """One :func:`attention_counts` result from those of consecutive parts of the data (in order): the
+    per-batch sums are concatenated, so that :func:`attention_rows` adds them in the order one pass would."""
+    stats: Dict = {}
+    for p in parts:
+        for key, s in p["stats"].items():
+            t = stats.setdefault(key, {**{f: [] for f in _SUMS}, **{f: 0 for f in _COUNTS}, "has_label": False})
+            for f in _SUMS:
+                t[f].extend(s[f])
+            for f in _COUNTS:
+                t[f] += int(s[f])
+            t["has_label"] = t["has_label"] or bool(s["has_label"])
+    return {"stats": stats, "unknown_labels": sum(int(p["unknown_labels"]) for p in parts),
+            "box_loader": any(p["box_loader"] for p in parts), "examples": parts[0]["examples"] if parts else {}}
+
+
+def attention_rows(models: Sequence[LoadedModel], keep_masses: Sequence[float], counts: Dict) -> List[Dict]:
+    """The result rows of :func:`attention_quality_study` from its (merged) counts."""
+    stats = counts["stats"]
+    if counts["unknown_labels"] and counts["box_loader"] and any(s["has_label"] for s in stats.values()):
+        log.warning("WSOL: %d images have no known class label; they count as top-1 localisation misses",
+                    counts["unknown_labels"])
     rows = []
     for m in models:
         for k in keep_masses:
-            s = stats[(m.name, k)]
+            k = float(k)
+            s = dict(stats[(m.name, k)])
+            for key in _SUMS:  # in batch order, from 0.0: the additions one pass over the data makes
+                total = 0.0
+                for v in s[key]:
+                    total = total + v
+                s[key] = total
             row = {"checkpoint": m.name, "keep_mass": k}
-            s = {key: (float(v) if torch.is_tensor(v) else v) for key, v in s.items()}
             if s["n_seg"]:
                 row.update(jaccard=100.0 * s["jac"] / s["n_seg"],
                            jaccard_dataset=100.0 * s["inter"] / max(s["union"], 1.0),
@@ -446,4 +513,4 @@ def attention_quality_study(models: Sequence[LoadedModel], device: torch.device,
                            top1_loc=(100.0 * s["top1loc"] / s["n_loc"]) if s["has_label"] else None,
                            mean_box_iou=100.0 * s["iou"] / s["n_loc"], loc_images=s["n_loc"])
             rows.append(row)
-    return rows, examples
+    return rows

@@ -3,7 +3,9 @@
 
 Studies: ``occlusion``, ``shuffle``, ``natural-adversarial``, ``attention``, and ``all`` (every
 study on a synthetic world written by ``tools/make_synthetic.py``). Each writes
-``<out>/<study>.csv``, ``<out>/<study>.json`` and ``<out>/<study>.png``.
+``<out>/<study>.csv``, ``<out>/<study>.json`` and ``<out>/<study>.png``. Under torchrun the ranks share
+the images and rank 0 writes the files, the same as one process writes; finished shards are kept for a
+rerun after a kill and unreadable images are counted and skipped (:mod:`.sharded`, :mod:`pretrain.jobs`).
 """
 from __future__ import annotations
 
@@ -16,14 +18,17 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from . import plots
-from .attention_quality import BoxedImages, VOCForeground, attention_quality_study, collate_boxes
+from ..checkpoint.files import write_text_atomic
+from ..dist import cleanup
+from . import plots, sharded
+from .attention_quality import (BoxedImages, VOCForeground, attention_counts, attention_rows, collate_boxes,
+                                merge_attention_counts)
 from .common import (IMAGENET_MEAN, IMAGENET_STD, AnalysisError, LoadedModel, check_same_input, image_folder,
-                     load_classifier, make_loader, parse_amp, parse_ckpt_specs, require_head, resolve_device,
-                     write_results)
-from .natural_adversarial import read_class_list, read_subset_map, subset_map_from_class_list, subset_study
-from .occlusion import DEFAULT_RATIOS, MODES, occlusion_study
-from .shuffle import DEFAULT_GRIDS, shuffle_study, valid_grid_sizes
+                     load_classifier, parse_amp, parse_ckpt_specs, require_head, resolve_device, write_results)
+from .natural_adversarial import (merge_subset_counts, read_class_list, read_subset_map, subset_counts,
+                                  subset_map_from_class_list, subset_rows)
+from .occlusion import DEFAULT_RATIOS, MODES, merge_counts, occlusion_counts, occlusion_rows
+from .shuffle import DEFAULT_GRIDS, shuffle_counts, shuffle_rows, valid_grid_sizes
 
 log = logging.getLogger("analysis")
 
@@ -53,6 +58,7 @@ def _common(p: argparse.ArgumentParser, data_help: Optional[str]) -> None:
     p.add_argument("--amp", default="none", help="none, bf16 or fp16 autocast")
     p.add_argument("--max-batches", type=_positive_int, default=None, help="stop after this many batches (quick looks)")
     p.add_argument("--seed", type=int, default=0, help="seed of random drops / shuffles (same for all models)")
+    sharded.add_job_args(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,14 +120,13 @@ def _load_models(args) -> List[LoadedModel]:
 
 def _meta(args, models: Sequence[LoadedModel], **extra) -> Dict:
     return {"checkpoints": {m.name: m.source for m in models}, "img_size": list(models[0].img_size),
-            "patch_size": models[0].patch_size, "device": str(resolve_device(args.device)), "amp": args.amp,
+            "patch_size": models[0].patch_size, "device": args.device_label, "amp": args.amp,
             "seed": args.seed, "torch": torch.__version__, **extra}
 
 
-def _folder_loader(args, root: str, models: Sequence[LoadedModel]):
+def _folder(args, root: str, models: Sequence[LoadedModel]):
     img_size, _ = check_same_input(models)
-    ds = image_folder(root, img_size, args.crop_pct, args.mean, args.std)
-    return ds, make_loader(ds, args.batch_size, args.workers, resolve_device(args.device))
+    return image_folder(root, img_size, args.crop_pct, args.mean, args.std)
 
 
 def _check_classes(ds, root: str, models: Sequence[LoadedModel]) -> None:
@@ -133,59 +138,77 @@ def _check_classes(ds, root: str, models: Sequence[LoadedModel]) -> None:
 
 
 # ----------------------------------------------------------------------------------- studies
-def run_occlusion(args, models=None) -> Dict:
+def run_occlusion(args, models=None) -> Optional[Dict]:
     models = models or _load_models(args)
-    ds, loader = _folder_loader(args, args.data, models)
+    device = resolve_device(args.device)
+    ds = _folder(args, args.data, models)
     _check_classes(ds, args.data, models)
     sal = None
     if args.saliency:
-        sal = load_classifier(args.saliency, name="saliency", device=resolve_device(args.device),
-                              num_heads=args.num_heads)
-    rows = occlusion_study(models, loader, resolve_device(args.device), ratios=args.ratios, modes=args.modes,
-                           saliency_model=sal, amp_dtype=parse_amp(args.amp), seed=args.seed,
-                           max_batches=args.max_batches)
+        sal = load_classifier(args.saliency, name="saliency", device=device, num_heads=args.num_heads)
+    amp = parse_amp(args.amp)
+    counts, job = sharded.run_study(args, "occlusion", ds, lambda loader, skip: occlusion_counts(
+        models, loader, device, ratios=args.ratios, modes=args.modes, saliency_model=sal, amp_dtype=amp,
+        seed=args.seed, skip_batches=skip, batch_size=args.batch_size), merge_counts)
+    if job is None:
+        return None
+    rows = occlusion_rows(models, args.ratios, args.modes, sal, counts)
     meta = _meta(args, models, data=args.data, saliency=args.saliency or "self (own clean CLS attention)",
-                 drop_value="0 after normalisation")
+                 drop_value="0 after normalisation", **sharded.unreadable_meta(job))
     files = write_results(args.out, "occlusion", rows, meta)
     files["png"] = plots.plot_occlusion(rows, os.path.join(args.out, "occlusion.png"))
+    job.finish()
     return {"rows": rows, "files": files}
 
 
-def run_shuffle(args, models=None) -> Dict:
+def run_shuffle(args, models=None) -> Optional[Dict]:
     models = models or _load_models(args)
-    ds, loader = _folder_loader(args, args.data, models)
+    device = resolve_device(args.device)
+    ds = _folder(args, args.data, models)
     _check_classes(ds, args.data, models)
-    rows = shuffle_study(models, loader, resolve_device(args.device), grid_sizes=args.grid_sizes,
-                         amp_dtype=parse_amp(args.amp), seed=args.seed, max_batches=args.max_batches)
-    files = write_results(args.out, "shuffle", rows, _meta(args, models, data=args.data))
+    amp = parse_amp(args.amp)
+    counts, job = sharded.run_study(args, "shuffle", ds, lambda loader, skip: shuffle_counts(
+        models, loader, device, grid_sizes=args.grid_sizes, amp_dtype=amp, seed=args.seed, skip_batches=skip,
+        batch_size=args.batch_size), merge_counts)
+    if job is None:
+        return None
+    rows = shuffle_rows(models, args.grid_sizes, counts)
+    files = write_results(args.out, "shuffle", rows, _meta(args, models, data=args.data,
+                                                           **sharded.unreadable_meta(job)))
     files["png"] = plots.plot_shuffle(rows, os.path.join(args.out, "shuffle.png"))
+    job.finish()
     return {"rows": rows, "files": files}
 
 
-def run_natural_adversarial(args, models=None) -> Dict:
+def run_natural_adversarial(args, models=None) -> Optional[Dict]:
     models = models or _load_models(args)
-    ds, loader = _folder_loader(args, args.data, models)
+    device = resolve_device(args.device)
+    ds = _folder(args, args.data, models)
     if args.subset_map:
         indices = read_subset_map(args.subset_map, ds.classes)
     else:
         indices = subset_map_from_class_list(ds.classes, read_class_list(args.class_list), args.class_list)
-    rows = subset_study(models, loader, indices, resolve_device(args.device), dataset=args.name,
-                        amp_dtype=parse_amp(args.amp), max_batches=args.max_batches)
+    amp = parse_amp(args.amp)
+    counts, job = sharded.run_study(args, "natural_adversarial", ds, lambda loader, skip: subset_counts(
+        models, loader, indices, device, amp_dtype=amp), merge_subset_counts)
+    if job is None:
+        return None
+    rows = subset_rows(models, indices, args.name, counts)
     meta = _meta(args, models, data=args.data, subset_map=args.subset_map or args.class_list,
-                 subset_indices=list(map(int, indices)))
+                 subset_indices=list(map(int, indices)), **sharded.unreadable_meta(job))
     files = write_results(args.out, "natural_adversarial", rows, meta)
     files["png"] = plots.plot_subset(rows, os.path.join(args.out, "natural_adversarial.png"))
+    job.finish()
     return {"rows": rows, "files": files}
 
 
-def run_attention(args, models=None) -> Dict:
+def run_attention(args, models=None) -> Optional[Dict]:
     models = models or _load_models(args)
     device = resolve_device(args.device)
     img_size, _ = check_same_input(models)
-    seg_loader = box_loader = None
+    seg = boxed = None
     if args.voc:
         seg = VOCForeground(args.voc, img_size, args.voc_split, args.mean, args.std)
-        seg_loader = make_loader(seg, args.batch_size, args.workers, device)
     classes = read_class_list(args.class_list) if args.class_list else None
     if args.box_voc:
         boxed = BoxedImages.from_voc(args.box_voc, img_size, args.voc_split, classes=classes, mean=args.mean,
@@ -195,21 +218,36 @@ def run_attention(args, models=None) -> Dict:
             raise AnalysisError("WSOL needs both --box-images and --boxes")
         boxed = BoxedImages.from_folders(args.box_images, args.boxes, img_size, classes=classes, mean=args.mean,
                                          std=args.std)
-    else:
-        boxed = None
-    if boxed is not None:
-        box_loader = make_loader(boxed, args.batch_size, args.workers, device, collate_fn=collate_boxes)
-    if seg_loader is None and box_loader is None:
+    if seg is None and boxed is None:
         raise AnalysisError("attention: give --voc (Jaccard) and/or --box-voc / --box-images + --boxes (WSOL)")
-    rows, examples = attention_quality_study(models, device, seg_loader, box_loader, keep_masses=args.keep_mass,
-                                             connectivity=args.connectivity, iou_threshold=args.iou,
-                                             amp_dtype=parse_amp(args.amp), num_examples=args.examples,
-                                             max_batches=args.max_batches)
+    amp = parse_amp(args.amp)
+
+    def counts_of(kind: str):
+        def counts(loader, skip):
+            first = skip == 0 and (kind == "seg" or seg is None)  # the overlay examples: one pass's first batch
+            return attention_counts(models, device, loader if kind == "seg" else None,
+                                    loader if kind == "box" else None, keep_masses=args.keep_mass,
+                                    connectivity=args.connectivity, iou_threshold=args.iou, amp_dtype=amp,
+                                    num_examples=args.examples, examples_from=kind if first else None)
+        return counts
+
+    parts, runs = [], []
+    for kind, ds, collate in (("seg", seg, None), ("box", boxed, collate_boxes)):
+        if ds is not None:
+            merged, job = sharded.run_study(args, f"attention_{kind}", ds, counts_of(kind), merge_attention_counts,
+                                            collate_fn=collate)
+            parts.append(merged)
+            runs.append(job)
+    if runs[0] is None:
+        return None
+    counts = merge_attention_counts(parts)
+    rows, examples = attention_rows(models, args.keep_mass, counts), counts["examples"]
     meta = _meta(args, models, voc=args.voc, boxes=args.box_voc or args.boxes, keep_mass=args.keep_mass,
                  connectivity=args.connectivity, iou_threshold=args.iou,
-                 skipped={"voc": len(getattr(seg_loader.dataset, "skipped", [])) if seg_loader else 0,
+                 skipped={"voc": len(seg.skipped) if seg is not None else 0,
                           "boxes": len(getattr(boxed, "skipped", [])) if boxed is not None else 0},
-                 wsol_convention="correct when IoU >= threshold with any ground-truth box of the image")
+                 wsol_convention="correct when IoU >= threshold with any ground-truth box of the image",
+                 **sharded.unreadable_meta(*runs))
     files = write_results(args.out, "attention", rows, meta)
     files["png"] = plots.plot_attention_quality(rows, os.path.join(args.out, "attention.png"))
     ov = plots.plot_attention_overlays(examples, os.path.join(args.out, "attention_overlays.png"),
@@ -217,6 +255,8 @@ def run_attention(args, models=None) -> Dict:
                                        mean=args.mean, std=args.std)
     if ov:
         files["overlays"] = ov
+    for job in runs:
+        job.finish()
     return {"rows": rows, "files": files}
 
 
@@ -270,7 +310,8 @@ def run_all(args) -> Dict:
     grids = [g for g in valid_grid_sizes(models[0].img_size, models[0].patch_size)]
     results["shuffle"] = run_shuffle(ns(data=val, grid_sizes=grids), models)
     subset_dir = os.path.join(args.out, "data", "subset_val")
-    map_path = _make_subset_folder(val, subset_dir, classes)
+    map_path = subset_dir.rstrip("/") + "_subset_map.txt"
+    sharded.main_only(args, lambda: _make_subset_folder(val, subset_dir, classes))
     results["natural_adversarial"] = run_natural_adversarial(
         ns(data=subset_dir, subset_map=map_path, class_list=None, name="synthetic class subset"), models)
     voc = os.path.join(root, "voc")
@@ -278,10 +319,10 @@ def run_all(args) -> Dict:
         ns(voc=voc, voc_split="val", box_voc=voc, box_images=None, boxes=None,
            class_list=os.path.join(root, "classes.json"), keep_mass=[0.5, 0.6, 0.7, 0.9], connectivity=8, iou=0.5,
            examples=4), models)
+    if not sharded.context(args).is_main:
+        return {}
     summary = summarise(results)
-    with open(os.path.join(args.out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-        f.write("\n")
+    write_text_atomic(os.path.join(args.out, "summary.json"), json.dumps(summary, indent=2) + "\n")
     print(format_summary(summary))
     return results
 
@@ -325,9 +366,15 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict:
     :class:`AnalysisError` (or the checkpoint reader's error)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    if args.study == "all":
-        return run_all(args)
-    res = RUNNERS[args.study](args)
+    try:
+        sharded.jobs.shard_size_for(args.shard_size, args.batch_size)
+    except sharded.jobs.JobError as e:
+        raise AnalysisError(str(e)) from e
+    sharded.start(args)
+    res = run_all(args) if args.study == "all" else RUNNERS[args.study](args)
+    sharded.finish(args)  # not after an error: a barrier there could meet another rank's collective
+    if args.study == "all" or res is None:  # a rank other than 0 returns {}: rank 0 wrote the results
+        return res or {}
     for k, v in res["files"].items():
         print(f"{k}: {v}")
     return res
@@ -343,4 +390,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (AnalysisError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        cleanup()
     return 0

@@ -19,6 +19,7 @@ Files without a classifier head (DINO backbones) load with ``num_classes == 0``;
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..amp import autocast
+from ..checkpoint.files import write_text_atomic
 from ..models.vit import ClsAttentionTap, create_vit
 
 log = logging.getLogger("analysis")
@@ -249,12 +251,12 @@ def require_head(models: Iterable[LoadedModel], num_classes: Optional[int] = Non
 
 # ------------------------------------------------------------------------------------ data
 def rgb_loader(path: str):
-    from PIL import Image
+    """The engine's decoder (:func:`pretrain.data.folders.load_rgb`): 8-bit RGB, or
+    :class:`pretrain.data.folders.UnreadableImageError` naming the file (counted and skipped by the
+    sharded studies)."""
+    from ..data.folders import load_rgb
 
-    with open(path, "rb") as f:
-        img = Image.open(f)
-        img.load()
-    return img.convert("RGB") if img.mode != "RGB" else img
+    return load_rgb(path)
 
 
 def eval_transform(img_size: Tuple[int, int], crop_pct: float = 0.875, mean=IMAGENET_MEAN,
@@ -270,13 +272,15 @@ def eval_transform(img_size: Tuple[int, int], crop_pct: float = 0.875, mean=IMAG
 
 def image_folder(root: str, img_size: Tuple[int, int], crop_pct: float = 0.875, mean=IMAGENET_MEAN,
                  std=IMAGENET_STD):
-    """An ImageNet-layout folder ``root/<class>/*`` with the evaluation transform."""
-    from torchvision.datasets import ImageFolder
+    """An ImageNet-layout folder ``root/<class>/*`` with the evaluation transform, read as the engine
+    reads its splits (:class:`pretrain.data.folders.RobustImageFolder`: hidden folders are no classes,
+    unreadable files raise :class:`pretrain.data.folders.UnreadableImageError`)."""
+    from ..data.folders import RobustImageFolder
 
     if not os.path.isdir(root):
         raise AnalysisError(f"image folder not found: {root} (expected <root>/<class>/<image>)")
     try:
-        return ImageFolder(root, transform=eval_transform(img_size, crop_pct, mean, std), loader=rgb_loader)
+        return RobustImageFolder(root, transform=eval_transform(img_size, crop_pct, mean, std))
     except FileNotFoundError as e:
         raise AnalysisError(f"{root}: {e}") from e
 
@@ -319,12 +323,11 @@ def write_results(out_dir: str, study: str, rows: List[Dict[str, Any]], meta: Di
         for k in r:
             if k not in fields:
                 fields.append(k)
-    with open(csv_path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    with open(json_path, "w") as f:
-        json.dump({"study": study, **meta, "rows": rows}, f, indent=2)
-        f.write("\n")
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    write_text_atomic(csv_path, buf.getvalue())
+    write_text_atomic(json_path, json.dumps({"study": study, **meta, "rows": rows}, indent=2) + "\n")
     return {"csv": csv_path, "json": json_path}

@@ -32,6 +32,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from ..jobs import split_present
 from .common import AnalysisError, LoadedModel, require_head
 
 log = logging.getLogger("analysis")
@@ -126,7 +127,6 @@ def subset_logits(logits: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     return logits.index_select(1, indices.to(logits.device))
 
 
-@torch.inference_mode()
 def subset_study(models: Sequence[LoadedModel], loader, indices: Sequence[int], device: torch.device,
                  dataset: str = "imagenet-a", amp_dtype=None, max_batches: Optional[int] = None) -> List[Dict]:
     """Top-1/top-5 of every model on a class-subset test set.
@@ -137,14 +137,28 @@ def subset_study(models: Sequence[LoadedModel], loader, indices: Sequence[int], 
     Returns:
         rows ``{checkpoint, dataset, subset_classes, top1, top5, images}``.
     """
+    t0 = time.perf_counter()
+    counts = subset_counts(models, loader, indices, device, amp_dtype, max_batches)
+    log.info("%s: %d images, %d models in %.1fs", dataset, counts["seen"], len(models), time.perf_counter() - t0)
+    return subset_rows(models, indices, dataset, counts)
+
+
+@torch.inference_mode()
+def subset_counts(models: Sequence[LoadedModel], loader, indices: Sequence[int], device: torch.device,
+                  amp_dtype=None, max_batches: Optional[int] = None) -> Dict:
+    """``{"top1": {name: int}, "top5": {name: int}, "seen": int}`` behind :func:`subset_study`
+    (``loader`` may yield :class:`pretrain.jobs.Present` items)."""
     require_head(models)
     idx = {m.name: check_indices(indices, m.num_classes, f"{m.name} subset map").to(device) for m in models}
     k = len(indices)
     c1 = {m.name: torch.zeros((), dtype=torch.long, device=device) for m in models}
     c5 = {m.name: torch.zeros((), dtype=torch.long, device=device) for m in models}
     seen = 0
-    t0 = time.perf_counter()
-    for bi, (images, target) in enumerate(itertools.islice(loader, max_batches)):
+    for item in itertools.islice(loader, max_batches):
+        batch, _ = split_present(item)
+        if batch is None:
+            continue
+        images, target = batch
         images = images.to(device, non_blocking=True)
         target = target.to(device, non_blocking=True)
         for m in models:
@@ -154,9 +168,23 @@ def subset_study(models: Sequence[LoadedModel], loader, indices: Sequence[int], 
             c1[m.name] += hit[:, 0].sum()
             c5[m.name] += hit.any(dim=1).sum()
         seen += images.shape[0]
+    return {"top1": {n: int(v) for n, v in c1.items()}, "top5": {n: int(v) for n, v in c5.items()}, "seen": seen}
+
+
+def merge_subset_counts(parts: Sequence[Dict]) -> Dict:
+    out: Dict = {"top1": {}, "top5": {}, "seen": sum(int(p["seen"]) for p in parts)}
+    for p in parts:
+        for key in ("top1", "top5"):
+            for n, v in p[key].items():
+                out[key][n] = out[key].get(n, 0) + int(v)
+    return out
+
+
+def subset_rows(models: Sequence[LoadedModel], indices: Sequence[int], dataset: str, counts: Dict) -> List[Dict]:
+    seen = counts["seen"]
     if seen == 0:
         raise AnalysisError(f"the {dataset} study saw no images (empty dataset?)")
-    log.info("%s: %d images, %d models in %.1fs", dataset, seen, len(models), time.perf_counter() - t0)
-    return [{"checkpoint": m.name, "dataset": dataset, "subset_classes": k,
-             "top1": 100.0 * int(c1[m.name]) / seen, "top5": 100.0 * int(c5[m.name]) / seen, "images": seen}
+    return [{"checkpoint": m.name, "dataset": dataset, "subset_classes": len(indices),
+             "top1": 100.0 * counts["top1"][m.name] / seen, "top5": 100.0 * counts["top5"][m.name] / seen,
+             "images": seen}
             for m in models]

@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..jobs import split_present
 from .common import AnalysisError, LoadedModel, check_same_input, require_head, top1_correct
 
 log = logging.getLogger("analysis")
@@ -113,7 +114,6 @@ def resample_saliency(att: torch.Tensor, grid) -> torch.Tensor:
     return att.flatten(1)
 
 
-@torch.inference_mode()
 def occlusion_study(models: Sequence[LoadedModel], loader, device: torch.device,
                     ratios: Sequence[float] = DEFAULT_RATIOS, modes: Sequence[str] = MODES,
                     saliency_model: Optional[LoadedModel] = None, amp_dtype=None, seed: int = 0,
@@ -130,6 +130,24 @@ def occlusion_study(models: Sequence[LoadedModel], loader, device: torch.device,
         rows ``{checkpoint, mode, ratio, dropped_patches, num_patches, top1, correct, images,
         saliency}``; ratio 0 is the clean accuracy (one row per mode, same value).
     """
+    t0 = time.perf_counter()
+    counts = occlusion_counts(models, loader, device, ratios, modes, saliency_model, amp_dtype, seed, max_batches)
+    log.info("occlusion: %d images, %d models x %d modes x %d ratios in %.1fs", counts["seen"], len(models),
+             len(modes), len(ratios), time.perf_counter() - t0)
+    return occlusion_rows(models, ratios, modes, saliency_model, counts)
+
+
+@torch.inference_mode()
+def occlusion_counts(models: Sequence[LoadedModel], loader, device: torch.device,
+                     ratios: Sequence[float] = DEFAULT_RATIOS, modes: Sequence[str] = MODES,
+                     saliency_model: Optional[LoadedModel] = None, amp_dtype=None, seed: int = 0,
+                     max_batches: Optional[int] = None, skip_batches: int = 0, batch_size: int = 0) -> Dict:
+    """The counts behind :func:`occlusion_study`: ``{"correct": {(name, mode, ratio): int}, "seen": int}``.
+
+    ``loader`` may also yield :class:`pretrain.jobs.Present` items (a shard of the data, unreadable
+    images left out). ``skip_batches`` batches of ``batch_size`` images came before it: their random
+    draws are replayed first, so that a shard gets the draws one pass over the whole data gives it.
+    """
     modes = list(modes)
     for m in modes:
         if m not in MODES:
@@ -142,18 +160,26 @@ def occlusion_study(models: Sequence[LoadedModel], loader, device: torch.device,
     num_patches = models[0].num_patches
     # drawn on the device (a host-to-device copy from pageable memory would stall the loop)
     gen = torch.Generator(device=device).manual_seed(int(seed))
+    for _ in range(int(skip_batches)):
+        torch.rand(int(batch_size), num_patches, generator=gen, device=device)
     # counts stay on the device: no host sync inside the loop
     correct = {(m.name, mode, r): torch.zeros((), dtype=torch.long, device=device)
                for m in models for mode in modes for r in ratios}
     seen = 0
-    t0 = time.perf_counter()
-    for bi, (images, target) in enumerate(itertools.islice(loader, max_batches)):
+    for item in itertools.islice(loader, max_batches):
+        batch, present = split_present(item)
+        if batch is None:  # no readable image in this batch: its draws still happen
+            torch.rand(int(present.numel()), num_patches, generator=gen, device=device)
+            continue
+        images, target = batch
         images = images.to(device, non_blocking=True)
         target = target.to(device, non_blocking=True)
         if tuple(images.shape[-2:]) != tuple(img_size):
             raise AnalysisError(f"loader gives {tuple(images.shape[-2:])} images, models run at {img_size}")
         b = images.shape[0]
-        noise = torch.rand(b, num_patches, generator=gen, device=device)
+        noise = torch.rand(b if present is None else int(present.numel()), num_patches, generator=gen, device=device)
+        if present is not None and not bool(present.all()):
+            noise = noise[present.to(device)]
         ext = None
         if saliency_model is not None and any(m != "random" for m in modes):
             ext = resample_saliency(saliency_model.attention(images, amp_dtype), models[0].grid)
@@ -171,11 +197,26 @@ def occlusion_study(models: Sequence[LoadedModel], loader, device: torch.device,
                     logits = m.forward(apply_patch_drop(images, dropped, patch), amp_dtype)
                     correct[(m.name, mode, r)] += top1_correct(logits, target).sum()
         seen += b
+    return {"correct": {k: int(v) for k, v in correct.items()}, "seen": seen}
+
+
+def merge_counts(parts: Sequence[Dict]) -> Dict:
+    """Sum of :func:`occlusion_counts` (or :func:`pretrain.analysis.shuffle.shuffle_counts`) results."""
+    correct: Dict = {}
+    for p in parts:
+        for k, v in p["correct"].items():
+            correct[k] = correct.get(k, 0) + int(v)
+    return {"correct": correct, "seen": sum(int(p["seen"]) for p in parts)}
+
+
+def occlusion_rows(models: Sequence[LoadedModel], ratios: Sequence[float], modes: Sequence[str],
+                   saliency_model: Optional[LoadedModel], counts: Dict) -> List[Dict]:
+    """The result rows of :func:`occlusion_study` from its counts."""
+    seen, correct = counts["seen"], counts["correct"]
     if seen == 0:
         raise AnalysisError("the occlusion study saw no images (empty dataset?)")
-    log.info("occlusion: %d images, %d models x %d modes x %d ratios in %.1fs", seen, len(models), len(modes),
-             len(ratios), time.perf_counter() - t0)
-    correct = {k: int(v) for k, v in correct.items()}
+    num_patches = models[0].num_patches
+    ratios = [float(r) for r in ratios]
     src = saliency_model.name if saliency_model is not None else "self"
     return [{"checkpoint": m.name, "mode": mode, "ratio": r, "dropped_patches": num_dropped(r, num_patches),
              "num_patches": num_patches, "top1": 100.0 * correct[(m.name, mode, r)] / seen,

@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from ..jobs import split_present
 from .common import AnalysisError, LoadedModel, check_same_input, require_head, top1_correct
 
 log = logging.getLogger("analysis")
@@ -76,7 +77,6 @@ def shuffle_pieces(images: torch.Tensor, grid_size: int, perm: Optional[torch.Te
     return out.view(b, g, g, c, ph, pw).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
 
 
-@torch.inference_mode()
 def shuffle_study(models: Sequence[LoadedModel], loader, device: torch.device,
                   grid_sizes: Sequence[int] = DEFAULT_GRIDS, amp_dtype=None, seed: int = 0,
                   max_batches: Optional[int] = None) -> List[Dict]:
@@ -86,36 +86,70 @@ def shuffle_study(models: Sequence[LoadedModel], loader, device: torch.device,
         rows ``{checkpoint, grid_size, piece_px, top1, correct, images}`` and, per model, one row
         with ``grid_size = "mean"`` holding the mean top-1 over the sizes (the paper's number).
     """
+    t0 = time.perf_counter()
+    counts = shuffle_counts(models, loader, device, grid_sizes, amp_dtype, seed, max_batches)
+    log.info("shuffle: %d images, %d models x %d grid sizes in %.1fs", counts["seen"], len(models), len(grid_sizes),
+             time.perf_counter() - t0)
+    return shuffle_rows(models, grid_sizes, counts)
+
+
+@torch.inference_mode()
+def shuffle_counts(models: Sequence[LoadedModel], loader, device: torch.device,
+                   grid_sizes: Sequence[int] = DEFAULT_GRIDS, amp_dtype=None, seed: int = 0,
+                   max_batches: Optional[int] = None, skip_batches: int = 0, batch_size: int = 0) -> Dict:
+    """The counts behind :func:`shuffle_study`: ``{"correct": {(name, grid_size): int}, "seen": int}``;
+    ``loader``, ``skip_batches`` and ``batch_size`` as for
+    :func:`pretrain.analysis.occlusion.occlusion_counts` (the permutations of earlier batches are replayed)."""
     img_size, _ = check_same_input(models)
     require_head(models)
     grid_sizes = [int(gs) for gs in grid_sizes]
     sides = {gs: grid_side(gs, img_size) for gs in grid_sizes}
     gen = torch.Generator(device=device).manual_seed(int(seed))  # draws stay on the device
+
+    def draw(b: int):
+        return {gs: torch.rand(b, sides[gs] ** 2, generator=gen, device=device) for gs in grid_sizes if sides[gs] > 1}
+
+    for _ in range(int(skip_batches)):
+        draw(int(batch_size))
     correct = {(m.name, gs): torch.zeros((), dtype=torch.long, device=device) for m in models for gs in grid_sizes}
     seen = 0
-    t0 = time.perf_counter()
-    for bi, (images, target) in enumerate(itertools.islice(loader, max_batches)):
+    for item in itertools.islice(loader, max_batches):
+        batch, present = split_present(item)
+        if batch is None:  # no readable image in this batch: its draws still happen
+            draw(int(present.numel()))
+            continue
+        images, target = batch
         images = images.to(device, non_blocking=True)
         target = target.to(device, non_blocking=True)
         b = images.shape[0]
+        keep = present.to(device) if present is not None and not bool(present.all()) else None
         for gs in grid_sizes:
             g = sides[gs]
-            perm = torch.rand(b, g * g, generator=gen, device=device).argsort(dim=1) if g > 1 else None
+            perm = None
+            if g > 1:
+                u = torch.rand(b if present is None else int(present.numel()), g * g, generator=gen, device=device)
+                perm = (u if keep is None else u[keep]).argsort(dim=1)
             shuffled = shuffle_pieces(images, gs, perm=perm)
             for m in models:
                 correct[(m.name, gs)] += top1_correct(m.forward(shuffled, amp_dtype), target).sum()
         seen += b
+    return {"correct": {k: int(v) for k, v in correct.items()}, "seen": seen}
+
+
+def shuffle_rows(models: Sequence[LoadedModel], grid_sizes: Sequence[int], counts: Dict) -> List[Dict]:
+    """The result rows of :func:`shuffle_study` from its (merged) counts."""
+    seen = counts["seen"]
     if seen == 0:
         raise AnalysisError("the shuffle study saw no images (empty dataset?)")
-    log.info("shuffle: %d images, %d models x %d grid sizes in %.1fs", seen, len(models), len(grid_sizes),
-             time.perf_counter() - t0)
+    img_size = models[0].img_size
+    grid_sizes = [int(gs) for gs in grid_sizes]
     rows: List[Dict] = []
     for m in models:
         accs = []
         for gs in grid_sizes:
-            c = int(correct[(m.name, gs)])
+            c = int(counts["correct"][(m.name, gs)])
             accs.append(100.0 * c / seen)
-            rows.append({"checkpoint": m.name, "grid_size": gs, "piece_px": img_size[0] // sides[gs],
+            rows.append({"checkpoint": m.name, "grid_size": gs, "piece_px": img_size[0] // grid_side(gs, img_size),
                          "top1": accs[-1], "correct": c, "images": seen})
         rows.append({"checkpoint": m.name, "grid_size": "mean", "piece_px": "", "top1": sum(accs) / len(accs),
                      "correct": "", "images": seen})
