@@ -125,15 +125,19 @@ def adopt_slurm_env(env: Optional[MutableMapping[str, str]] = None) -> Dict[str,
 
 def init_distributed() -> Tuple[int, int, torch.device]:
     """(rank, world_size, device). One process per GPU (``LOCAL_RANK``) on CUDA; gloo on CPU. Under SLURM
-    without torchrun, SLURM's variables stand in for torchrun's (:func:`slurm_env`)."""
-    adopt_slurm_env()
+    without torchrun, SLURM's variables stand in for torchrun's (:func:`slurm_env`), and a task that sees
+    one GPU (SLURM bound it) uses that one."""
+    from_slurm = adopt_slurm_env()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
+        index = local
         if local >= torch.cuda.device_count():
-            raise RuntimeError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} GPUs are visible")
-        device = torch.device("cuda", local)
+            if not (from_slurm and torch.cuda.device_count() == 1):
+                raise RuntimeError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} GPUs are visible")
+            index = 0  # SLURM bound one GPU to this task (--gpus-per-task=1, --gpu-bind)
+        device = torch.device("cuda", index)
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")

@@ -206,16 +206,36 @@ def _rows(path):
     return [json.loads(x) for x in open(path)]
 
 
+def _same_run(out, ref_dir):
+    """``out`` logged the steps, epoch metrics and final weights of ``ref_dir``, exactly."""
+    ref_steps, run_steps = _rows(ref_dir / "steps.jsonl"), _rows(out / "steps.jsonl")
+    assert [r["step"] for r in run_steps] == [r["step"] for r in ref_steps] == list(range(1, 10))
+    assert [r["loss"] for r in run_steps] == [r["loss"] for r in ref_steps]
+    assert len({r["loss"] for r in ref_steps}) > 3  # the losses vary: the comparison is not between constants
+    timing = ("epoch_time_s", "img_per_s", "data_wait_s")
+    strip = lambda r: {k: v for k, v in r.items() if k not in timing}  # noqa: E731
+    assert [strip(r) for r in _rows(out / "metrics.jsonl")] == [strip(r) for r in _rows(ref_dir / "metrics.jsonl")]
+    wa, wb = load_file(str(ref_dir / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(synthetic_root, tmp_path_factory):
+    """The reference: 2 processes under torchrun (tools/pretrain.sh), 9 steps, never interrupted."""
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    proc = _launch([CFG, *_tiny(synthetic_root, out)], ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
 @pytest.mark.slow
-def test_restarted_groups_resume_from_the_newest_checkpoint(synthetic_root, tmp_path):
+def test_restarted_groups_resume_from_the_newest_checkpoint(synthetic_root, tmp_path, uninterrupted):
     """Under --max-restarts 2, rank 1 is SIGKILLed in step 6 (the last checkpoint is step 5, mid-epoch), then,
     in the restarted group, rank 0 (the run lock's holder) in step 8 (last checkpoint: step 6, an epoch end).
     Each restarted group resumes from the newest checkpoint by itself (train.resume is null), rank 0's
     successor takes over the lock, and the run ends as the uninterrupted run of the same seed: same losses,
     epoch metrics and weights, status 0."""
-    ref_dir, out = tmp_path / "uninterrupted", tmp_path / "run"
-    ref = _launch([CFG, *_tiny(synthetic_root, ref_dir)], ENV)
-    assert ref.returncode == 0, ref.stderr[-3000:]
+    ref_dir, out = uninterrupted, tmp_path / "run"
 
     site = tmp_path / "site"
     site.mkdir()
@@ -230,15 +250,131 @@ def test_restarted_groups_resume_from_the_newest_checkpoint(synthetic_root, tmp_
     assert [os.path.basename(r) for r in resumed] == ["step_000000005", "step_000000006"], proc.stderr[-4000:]
     assert proc.stderr.count("took over the lock of a run that is gone") == 1  # after rank 0's death only
 
-    ref_steps, run_steps = _rows(ref_dir / "steps.jsonl"), _rows(out / "steps.jsonl")
-    assert [r["step"] for r in run_steps] == [r["step"] for r in ref_steps] == list(range(1, 10))
-    assert [r["loss"] for r in run_steps] == [r["loss"] for r in ref_steps]
-    assert len({r["loss"] for r in ref_steps}) > 3  # the losses vary: the comparison is not between constants
-    timing = ("epoch_time_s", "img_per_s", "data_wait_s")
-    strip = lambda r: {k: v for k, v in r.items() if k not in timing}  # noqa: E731
-    assert [strip(r) for r in _rows(out / "metrics.jsonl")] == [strip(r) for r in _rows(ref_dir / "metrics.jsonl")]
-    wa, wb = load_file(str(ref_dir / "model.safetensors")), load_file(str(out / "model.safetensors"))
-    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    _same_run(out, ref_dir)
     summary = json.load(open(out / "summary.json"))
     assert summary["steps"] == 9 and summary["stopped"] is None
     assert not (out / LOCK).exists() and not (out / "history").exists()
+
+
+# --- tools/slurm/pretrain.sbatch with stub srun / scontrol ---------------------------------------------------
+
+SBATCH = os.path.join(ROOT, "tools", "slurm", "pretrain.sbatch")
+STUB_SRUN = """#!{python}
+# srun on one node: the tasks (--ntasks-per-node or SLURM_NTASKS_PER_NODE) with SLURM's task variables;
+# TERM/USR1/INT forwarded to them; the highest exit status (128 + N for a signal), as srun returns
+import json, os, signal, subprocess, sys
+args = sys.argv[1:]
+with open(os.environ["STUB_LOG"], "a") as f:
+    f.write(json.dumps(["srun"] + args) + "\\n")
+n = int(os.environ.get("SLURM_NTASKS_PER_NODE", "1"))
+while args and args[0].startswith("-"):
+    if args[0].startswith("--ntasks-per-node="):
+        n = int(args[0].split("=")[1])
+    args.pop(0)
+tasks = []
+for i in range(n):
+    env = dict(os.environ, SLURM_PROCID=str(i), SLURM_LOCALID=str(i), SLURM_NODEID="0", SLURM_STEP_ID="0",
+               SLURM_STEP_NUM_TASKS=str(n), SLURM_NTASKS=str(n), SLURM_STEP_NODELIST=os.environ["SLURM_JOB_NODELIST"])
+    tasks.append(subprocess.Popen(args, env=env))
+def forward(signum, _frame):
+    for t in tasks:
+        if t.poll() is None:
+            t.send_signal(signum)
+for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+    signal.signal(sig, forward)
+codes = [t.wait() for t in tasks]
+sys.exit(max(c if c >= 0 else 128 - c for c in codes))
+"""
+STUB_SCONTROL = """#!{python}
+import json, os, sys
+with open(os.environ["STUB_LOG"], "a") as f:
+    f.write(json.dumps(["scontrol"] + sys.argv[1:]) + "\\n")
+"""
+
+
+def _slurm_env(tmp_path, job, tasks, **extra):
+    stubs = tmp_path / "bin"
+    stubs.mkdir(exist_ok=True)
+    for name, text in (("srun", STUB_SRUN), ("scontrol", STUB_SCONTROL)):
+        (stubs / name).write_text(text.format(python=sys.executable))
+        (stubs / name).chmod(0o755)
+    env = {k: v for k, v in ENV.items() if not k.startswith(("SLURM_", "MASTER_", "RANK", "WORLD_SIZE"))}
+    env.update(PATH=f"{stubs}:{os.environ['PATH']}", STUB_LOG=str(tmp_path / "stub.log"), SLURM_JOB_ID=str(job),
+               SLURM_JOB_NODELIST="localhost", SLURM_NNODES="1", SLURM_NTASKS_PER_NODE=str(tasks),
+               SLURM_SUBMIT_DIR=ROOT, CUDA_VISIBLE_DEVICES="", **extra)
+    return env
+
+
+def _stub_calls(tmp_path):
+    return [json.loads(x) for x in open(tmp_path / "stub.log")]
+
+
+def test_the_sbatch_script_parses_and_asks_for_a_warning_signal():
+    proc = subprocess.run(["bash", "-n", SBATCH], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    directives = [x.split()[1] for x in open(SBATCH) if x.startswith("#SBATCH")]
+    assert "--signal=B:USR1@300" in directives and "--requeue" in directives
+    # no SLURM: a one-line refusal
+    proc = subprocess.run(["bash", SBATCH, CFG], capture_output=True, text=True, cwd=ROOT,
+                          env={k: v for k, v in ENV.items() if not k.startswith("SLURM_")})
+    assert proc.returncode != 0 and "SLURM_JOB_ID" in proc.stderr
+
+
+@pytest.mark.slow
+def test_sbatch_one_task_per_gpu_trains_as_torchrun_does(synthetic_root, tmp_path, uninterrupted):
+    """--ntasks-per-node=2: srun starts `python -m pretrain.train` twice; the trainers take their ranks from
+    SLURM's variables and repeat the torchrun run of the same seed."""
+    out = tmp_path / "run"
+    env = _slurm_env(tmp_path, job=random.randint(1000, 9999), tasks=2)
+    proc = subprocess.run(["bash", SBATCH, CFG, *_tiny(synthetic_root, out)], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (srun,) = _stub_calls(tmp_path)
+    assert srun[:2] == ["srun", "--kill-on-bad-exit=1"] and srun[3:6] == ["-m", "pretrain.train", "--config"]
+    assert "--resume" not in srun  # a first start: what the command says
+    _same_run(out, uninterrupted)
+
+
+@pytest.mark.slow
+def test_sbatch_usr1_stops_the_trainers_with_a_checkpoint_and_requeues(synthetic_root, tmp_path):
+    """The default way (one torchrun per node, c10d rendezvous): USR1 to the batch script -> SIGTERM through
+    srun and torchrun -> the trainer checkpoints and exits 75 -> scontrol requeue; the requeued job
+    (SLURM_RESTART_COUNT=1) resumes with --resume auto from that checkpoint."""
+    out = tmp_path / "run"
+    job = random.randint(1000, 9999)
+    args = [CFG, *_tiny(synthetic_root, out, "train.epochs=500", "train.checkpoint_steps=0")]
+    env = _slurm_env(tmp_path, job=job, tasks=1, NPROC="1")
+    proc = subprocess.Popen(["bash", SBATCH, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        end = time.time() + 150
+        while time.time() < end and proc.poll() is None and not (out / "steps.jsonl").exists():
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        os.kill(proc.pid, signal.SIGUSR1)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 75, stderr[-4000:]
+    assert "USR1 received" in stdout and "SIGTERM received" in stderr
+    srun, requeue = _stub_calls(tmp_path)
+    assert requeue == ["scontrol", "requeue", str(job)]
+    i = srun.index("--rdzv-endpoint")
+    assert srun[i - 2:i] == ["--rdzv-backend", "c10d"] and srun[i + 1] == f"localhost:{29500 + job % 1000}"
+    assert srun[srun.index("--rdzv-id") + 1] == str(job) and "--resume" not in srun
+    summary = json.load(open(out / "summary.json"))
+    assert summary["stopped"] == "signal SIGTERM"
+    stopped_at = summary["steps"]
+    assert (out / "checkpoints" / "latest").read_text().strip() == f"step_{stopped_at:09d}"
+
+    # the requeued job: same script, SLURM_RESTART_COUNT=1; it resumes and runs 2 more steps
+    env["SLURM_RESTART_COUNT"] = "1"
+    again = subprocess.run(["bash", SBATCH, *args, f"train.max_steps={stopped_at + 2}"], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert _stub_calls(tmp_path)[2][-2:] == ["--resume", "auto"]
+    assert f"resumed from {out}/checkpoints/step_{stopped_at:09d}" in again.stderr
+    steps = [r["step"] for r in _rows(out / "steps.jsonl")]
+    assert steps == list(range(1, stopped_at + 3))
