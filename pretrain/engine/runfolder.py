@@ -5,12 +5,15 @@
   into the same folder refuses with a message naming the folder and the holder, and the lock of a dead run
   on this host is taken over (with a warning). A lock file left by a run on another host cannot be checked
   from here: the run refuses and says how to override (``VITMIX_BREAK_LOCK=1`` / ``--break-lock``), except
-  when it is an earlier incarnation of the same (requeued) SLURM job. On a file system without locks the
-  holder's pid is checked (same host) instead.
+  when it is an earlier incarnation of the same (requeued) SLURM job or another process of the same torchrun
+  job (its rendezvous id: an earlier worker group that torchrun stopped before restarting, or a node
+  joining an elastic job). On a file system without locks the holder's pid is checked (same host) instead.
 * :func:`move_earlier_run_aside`: a run that starts from scratch in a folder holding an earlier run moves
   that run, whole and intact, to ``<out_dir>/history/<UTC time>/`` first, so a folder never mixes two runs.
 * :func:`prepare_run_folder`: both, and the checkpoint to resume from (the newest intact one), done by
-  rank 0 only; every rank gets the outcome (or the same error).
+  rank 0 only; every rank gets the outcome (or the same error). A worker group that torchrun restarted
+  (``--max-restarts``, a node lost or joining) resumes from the folder's newest checkpoint whatever
+  ``train.resume`` says (:func:`.runlog.restarted_group`).
 
 Errors that the user fixes by changing the command are :class:`RunFolderError` (exit status 2).
 """
@@ -26,6 +29,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .. import dist as du
 from ..checkpoint.resume import CKPT_DIR, CheckpointDamaged, find_intact_checkpoint, list_checkpoints
+from .runlog import mark_prepared, restarted_group
 
 try:
     import fcntl
@@ -37,6 +41,7 @@ log = logging.getLogger("pretrain")
 LOCK = "run.lock"
 HISTORY = "history"
 BREAK_LOCK_ENV = "VITMIX_BREAK_LOCK"
+LOCK_WAIT_ENV = "VITMIX_LOCK_WAIT_S"  # how long a restarted group waits for its earlier incarnation's lock
 # what a run writes at the top of its folder: a folder holding one of these holds an earlier run
 RUN_MARKERS = ("config.yaml", "summary.json", "metrics.jsonl", "steps.jsonl", "train.log", "model.safetensors",
                CKPT_DIR)
@@ -92,16 +97,28 @@ def describe_holder(info: Dict[str, Any]) -> str:
     started = info.get("started")
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)) if isinstance(started, (int, float)) else "?"
     job = f", SLURM job {info['slurm_job']}" if info.get("slurm_job") else ""
+    if info.get("elastic_run") not in (None, "", "none"):
+        job += f", torchrun job {info['elastic_run']}"
     return f"host {info.get('host', '?')}, pid {info.get('pid', '?')}, started {when}{job}"
 
 
 class RunLock:
     """The lock of one run folder (``<out_dir>/run.lock``); :meth:`acquire` / :meth:`release`, or a context
     manager. ``break_lock`` (or ``VITMIX_BREAK_LOCK=1``) takes over a lock file whose holder cannot be
-    checked from this host; a live holder on this host is never overridden."""
+    checked from this host; a live holder on this host is never overridden.
 
-    def __init__(self, out_dir: str, break_lock: Optional[bool] = None):
+    ``job``: the torchrun job (rendezvous id) this process belongs to, ``TORCHELASTIC_RUN_ID`` by default: a
+    holder of the same job is not another run (a probe passes; a lock file it left is taken over).
+    ``rejoin``: this is a worker group torchrun restarted: a lock its earlier incarnation still holds (the
+    processes torchrun is stopping, their loader workers) is waited for, up to ``VITMIX_LOCK_WAIT_S``
+    (120) seconds."""
+
+    def __init__(self, out_dir: str, break_lock: Optional[bool] = None, job: Optional[str] = None,
+                 rejoin: bool = False):
         self.out_dir = out_dir
+        self.job = job if job is not None else os.environ.get("TORCHELASTIC_RUN_ID")
+        self.restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+        self.rejoin = rejoin
         self.path = os.path.join(out_dir, LOCK)
         self.break_lock = break_lock if break_lock is not None else os.environ.get(BREAK_LOCK_ENV, "") in (
             "1", "true", "yes")
@@ -127,10 +144,28 @@ class RunLock:
         return RunFolderError(f"train.out_dir {self.out_dir} is in use by another run ({describe_holder(info)}): "
                               f"{why}. Wait for it or stop it, or choose another train.out_dir")
 
+    def _same_job(self, info: Dict[str, Any]) -> bool:
+        """The holder is a process of this torchrun job (a named rendezvous id, not torchrun's "none")."""
+        return self.job not in (None, "", "none") and info.get("elastic_run") == self.job
+
+    def _earlier_incarnation(self, info: Dict[str, Any]) -> bool:
+        """(A restarted group) the holder is a process of this job's earlier worker group."""
+        if self._same_job(info):
+            return True
+        if info.get("host") == self.host and isinstance(info.get("pid"), int) and not _pid_alive(info["pid"]):
+            return True  # its loader workers still hold the flock for a moment
+        return self.job is not None and info.get("elastic_run") == self.job and \
+            isinstance(info.get("elastic_restart"), int) and info["elastic_restart"] < self.restart
+
     def acquire(self, probe: bool = False) -> "RunLock":
         """Take the lock (``probe``: only check that it could be taken, and leave it free)."""
         flocked = False
-        for _ in range(20):
+        attempts, waited = 0, False
+        deadline = time.monotonic() + float(os.environ.get(LOCK_WAIT_ENV, "120"))
+        while True:
+            attempts += 1
+            if attempts > 20 and (not waited or time.monotonic() > deadline):
+                raise RunFolderError(f"cannot take the run lock {self.path}: it keeps being replaced")
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             if fcntl is not None:
                 try:
@@ -139,6 +174,18 @@ class RunLock:
                 except BlockingIOError:
                     info = self._read(fd)
                     os.close(fd)
+                    if probe and self._same_job(info):
+                        return self  # this job runs there already: a node joining it
+                    if not info and attempts <= 20:  # another node's probe, or a run writing its name
+                        time.sleep(0.1)
+                        continue
+                    if self.rejoin and self._earlier_incarnation(info) and time.monotonic() < deadline:
+                        if not waited:
+                            log.warning("run folder %s: waiting for the stopped worker group (%s) to release "
+                                        "the run lock", self.out_dir, describe_holder(info))
+                        waited = True
+                        time.sleep(0.5)
+                        continue
                     why = "it holds the run lock " + self.path
                     if info.get("host") == self.host and isinstance(info.get("pid"), int) and \
                             not _pid_alive(info["pid"]):
@@ -155,8 +202,6 @@ class RunLock:
             except FileNotFoundError:
                 pass
             os.close(fd)
-        else:
-            raise RunFolderError(f"cannot take the run lock {self.path}: it keeps being replaced")
         info = self._read(fd)
         if info:
             try:
@@ -172,6 +217,8 @@ class RunLock:
         self.fd = fd
         mine = {"host": self.host, "pid": os.getpid(), "started": time.time(),
                 "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "slurm_job": _slurm_job()}
+        if "TORCHELASTIC_RUN_ID" in os.environ:
+            mine.update(elastic_run=self.job, elastic_restart=self.restart)
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, (json.dumps(mine) + "\n").encode())
@@ -198,6 +245,8 @@ class RunLock:
         job, theirs = _slurm_job(), info.get("slurm_job")
         if job and theirs and job.split(".")[0] == theirs.split(".")[0] and job != theirs:
             return  # an earlier incarnation of this requeued SLURM job: SLURM ended it before restarting
+        if self._same_job(info) or (self.rejoin and self._earlier_incarnation(info)):
+            return  # a process of this torchrun job, which torchrun stopped before restarting the group
         if self.break_lock:
             return
         raise self._refuse(info, f"its lock file {self.path} was written on another host, which this host "
@@ -299,14 +348,31 @@ def preflight(cfg: Dict[str, Any], check_lock: bool = True) -> None:
         RunLock(tc["out_dir"]).acquire(probe=True)
 
 
-def _prepare(cfg: Dict[str, Any]) -> Tuple[Optional[str], Optional[RunLock]]:
+def restart_checkpoint(resume: Optional[str], out_dir: str) -> Tuple[Optional[str], List[str]]:
+    """What a restarted worker group resumes from: ``out_dir``'s newest intact checkpoint (the progress of
+    its earlier incarnation), else what ``train.resume`` designates (null: start from scratch again)."""
+    ckpt, damaged = choose_checkpoint("auto", out_dir)
+    if ckpt is not None:
+        if resume not in (None, "", "none", "auto", False):
+            log.info("a restarted worker group: resuming from %s (its own progress), not train.resume=%s", ckpt,
+                     resume)
+        return ckpt, damaged
+    return choose_checkpoint(resume, out_dir)
+
+
+def _prepare(cfg: Dict[str, Any], restarted: bool = False) -> Tuple[Optional[str], Optional[RunLock]]:
     tc = cfg["train"]
     out_dir = tc["out_dir"]
     keep_checkpoints(tc)
     check_out_dir(out_dir)
-    lock = RunLock(out_dir).acquire()
+    lock = RunLock(out_dir, rejoin=restarted).acquire()
     try:
-        ckpt, damaged = choose_checkpoint(tc.get("resume"), out_dir)
+        if restarted:
+            ckpt, damaged = restart_checkpoint(tc.get("resume"), out_dir)
+            log.warning("torchrun restarted the worker group: %s", f"resuming from {ckpt}" if ckpt else
+                        "no checkpoint yet, starting again")
+        else:
+            ckpt, damaged = choose_checkpoint(tc.get("resume"), out_dir)
         for reason in damaged:
             log.warning("checkpoint passed over: %s; resuming from the newest intact one, %s", reason, ckpt)
         inside = ckpt is not None and os.path.abspath(ckpt).startswith(
@@ -314,7 +380,7 @@ def _prepare(cfg: Dict[str, Any]) -> Tuple[Optional[str], Optional[RunLock]]:
         if damaged and inside:
             for q in quarantine_damaged(out_dir, ckpt):
                 log.warning("the damaged checkpoint is kept as %s (remove it when done)", q)
-        if not inside:  # a fresh run, or one seeded from another folder: this folder starts empty
+        if not inside and not restarted:  # a fresh run, or one seeded elsewhere: this folder starts empty
             aside = move_earlier_run_aside(out_dir)
             if aside:
                 log.warning("%s held an earlier run and %s: it was moved, intact, to %s (continue a run with "
@@ -329,13 +395,16 @@ def _prepare(cfg: Dict[str, Any]) -> Tuple[Optional[str], Optional[RunLock]]:
 def prepare_run_folder(cfg: Dict[str, Any], rank: int) -> Tuple[Optional[str], Optional[RunLock]]:
     """[collective] Rank 0 checks ``train.out_dir``, takes its lock, chooses the checkpoint to resume from
     and moves an earlier run aside; every rank returns the checkpoint (rank 0 also the lock to release
-    at the end), or raises the same error."""
+    at the end), or raises the same error. When torchrun restarted the worker group (any rank knows it:
+    :func:`.runlog.restarted_group`), the group resumes from the folder's newest checkpoint and rank 0 may
+    take over the lock of the group it replaces, wherever that one ran."""
+    restarted = any(du.gather_objects(restarted_group()))
     outcome: Dict[str, Any] = {}
     lock = None
     error: Optional[BaseException] = None
     if rank == 0:
         try:
-            ckpt, lock = _prepare(cfg)
+            ckpt, lock = _prepare(cfg, restarted)
             outcome = {"ckpt": ckpt}
         except Exception as exc:  # noqa: BLE001 - every rank must learn of it
             error = exc
@@ -347,4 +416,5 @@ def prepare_run_folder(cfg: Dict[str, Any], rank: int) -> Tuple[Optional[str], O
         kinds = {"RunFolderError": RunFolderError, "FileNotFoundError": FileNotFoundError,
                  "CheckpointDamaged": CheckpointDamaged, "ValueError": ValueError}
         raise kinds.get(outcome["error"], RuntimeError)(outcome["message"])
+    mark_prepared()
     return outcome["ckpt"], lock

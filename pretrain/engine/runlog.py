@@ -10,7 +10,9 @@
   when its launcher dies, even by SIGKILL (Linux ``PR_SET_PDEATHSIG``), so no trainer outlives
   ``tools/pretrain.sh``; loader workers likewise die with their trainer;
 * :func:`write_exit_status`: each process's exit status for the launcher (torchrun forgets them after a
-  signal).
+  signal), per worker group;
+* :func:`restarted_group`: whether torchrun restarted this worker group (``--max-restarts`` after a failure,
+  or a node joining an elastic job), so that it resumes from the run folder's newest checkpoint.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ log = logging.getLogger("pretrain")
 LAUNCHER_PID_ENV = "VITMIX_LAUNCHER_PID"   # set by pretrain.engine.launch: the torchrun agent, our parent
 STATUS_DIR_ENV = "VITMIX_STATUS_DIR"       # set by pretrain.engine.launch: where each rank leaves its status
 _PR_SET_PDEATHSIG = 1
+PREPARED = "prepared"  # in the status folder: a worker group of this launcher prepared the run folder
 
 
 def set_parent_death_signal(sig: int = signal.SIGKILL) -> bool:
@@ -52,17 +55,49 @@ def die_with_launcher() -> None:
         os._exit(1)
 
 
+def group_key(env=None) -> str:
+    """A name for this worker group, the same for the processes torchrun started together on this node and
+    different for each group it starts: torchrun restarts a group after a failure (its restart count goes
+    up) or when nodes join (the number of nodes goes up)."""
+    env = os.environ if env is None else env
+    return f"group{env.get('TORCHELASTIC_RESTART_COUNT', '0')}-{env.get('GROUP_WORLD_SIZE', '1')}"
+
+
 def write_exit_status(code: int, message: str = "") -> None:
     """Leave this process's exit status (and its one-line error message) where the launcher looks
-    (``$VITMIX_STATUS_DIR/rank<RANK>``)."""
+    (``$VITMIX_STATUS_DIR/<group>/rank<RANK>``, :func:`group_key`)."""
     folder = os.environ.get(STATUS_DIR_ENV)
     if not folder or not os.path.isdir(folder):
         return
     try:
-        with open(os.path.join(folder, f"rank{os.environ.get('RANK', '0')}"), "w") as f:
+        group = os.path.join(folder, group_key())
+        os.makedirs(group, exist_ok=True)
+        with open(os.path.join(group, f"rank{os.environ.get('RANK', '0')}"), "w") as f:
             f.write(f"{int(code)}\n{' '.join(message.split())}\n")
     except OSError:
         pass
+
+
+def restarted_group() -> bool:
+    """Whether torchrun restarted this worker group: its restart count (``--max-restarts``) is above 0, or
+    an earlier group started by this node's launcher already prepared the run folder (a group restarted
+    because nodes joined keeps its restart count). :func:`pretrain.engine.runfolder.prepare_run_folder`
+    asks every rank, since a node that just joined knows nothing of earlier groups."""
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0:
+        return True
+    folder = os.environ.get(STATUS_DIR_ENV)
+    return bool(folder) and os.path.exists(os.path.join(folder, PREPARED))
+
+
+def mark_prepared() -> None:
+    """Note, for later worker groups of this launcher, that a group prepared the run folder."""
+    folder = os.environ.get(STATUS_DIR_ENV)
+    if folder and os.path.isdir(folder):
+        try:
+            with open(os.path.join(folder, PREPARED), "a"):
+                pass
+        except OSError:
+            pass
 
 
 class RunLog:
