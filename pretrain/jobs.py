@@ -67,6 +67,17 @@ class JobContext:
         return self.rank == 0
 
 
+def add_job_args(p, outputs: str = "results") -> None:
+    """The side jobs' shared options on an ``argparse`` parser: sharding, resume, shard files, progress."""
+    p.add_argument("--shard-size", type=int, default=None,
+                   help="images per shard, a multiple of --batch-size (default: 16 batches)")
+    p.add_argument("--work-dir", default=None, help="finished shards (default: OUT/.shards)")
+    p.add_argument("--no-resume", dest="resume", action="store_false", help="recompute finished shards")
+    p.add_argument("--keep-shards", action="store_true", help=f"keep the shard files after writing the {outputs}")
+    p.add_argument("--progress", default="auto", choices=PROGRESS_CHOICES,
+                   help="tqdm bar on rank 0 (auto: when stderr is a terminal)")
+
+
 def start_job(device: Optional[str] = None) -> JobContext:
     """Join torchrun's process group (gloo on CPU, NCCL on GPUs; nothing in one process) and pick the
     device: ``auto``/None gives this rank's GPU (``LOCAL_RANK``) or the CPU, ``cuda`` gives this rank's

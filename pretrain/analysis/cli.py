@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from ..checkpoint.files import write_text_atomic
+from .. import jobs
 from ..dist import cleanup
 from . import plots, sharded
 from .attention_quality import (BoxedImages, VOCForeground, attention_counts, attention_rows, collate_boxes,
@@ -58,7 +59,7 @@ def _common(p: argparse.ArgumentParser, data_help: Optional[str]) -> None:
     p.add_argument("--amp", default="none", help="none, bf16 or fp16 autocast")
     p.add_argument("--max-batches", type=_positive_int, default=None, help="stop after this many batches (quick looks)")
     p.add_argument("--seed", type=int, default=0, help="seed of random drops / shuffles (same for all models)")
-    sharded.add_job_args(p)
+    jobs.add_job_args(p)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,6 @@ random draws of occlusion and shuffle are replayed up to each shard's first batc
 """
 from __future__ import annotations
 
-import argparse
 import os
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -23,16 +22,6 @@ from .common import parse_ckpt_specs
 # settings that do not change a study's numbers (where the results go, how they are computed)
 _NOT_PARAMS = {"out", "workers", "progress", "work_dir", "resume", "keep_shards", "ctx", "device_label", "study",
                "max_batches"}
-
-
-def add_job_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--shard-size", type=int, default=None,
-                   help="images per shard, a multiple of --batch-size (default: 16 batches)")
-    p.add_argument("--work-dir", default=None, help="finished shards (default: OUT/.shards)")
-    p.add_argument("--no-resume", dest="resume", action="store_false", help="recompute finished shards")
-    p.add_argument("--keep-shards", action="store_true", help="keep the shard files after writing the results")
-    p.add_argument("--progress", default="auto", choices=jobs.PROGRESS_CHOICES,
-                   help="tqdm bar on rank 0 (auto: when stderr is a terminal)")
 
 
 def start(args) -> jobs.JobContext:

@@ -55,13 +55,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--device", default="auto", help="auto (this rank's GPU, else CPU), cpu, cuda, cuda:1, ...")
-    ap.add_argument("--shard-size", type=int, default=None,
-                    help="images per shard, a multiple of --batch-size (default: 16 batches)")
-    ap.add_argument("--work-dir", default=None, help="finished shards (default: OUT/.shards)")
-    ap.add_argument("--no-resume", dest="resume", action="store_false", help="recompute finished shards")
-    ap.add_argument("--keep-shards", action="store_true", help="keep the shard files after writing the maps")
-    ap.add_argument("--progress", default="auto", choices=jobs.PROGRESS_CHOICES,
-                    help="tqdm bar on rank 0 (auto: when stderr is a terminal)")
+    jobs.add_job_args(ap, "maps")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     try:
