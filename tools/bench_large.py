@@ -61,6 +61,25 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
+def interleaved_times(fns: dict, x, y, rounds: int, steps: int, device, before=lambda: None) -> dict:
+    """{name: [seconds per step of each round]}: every round runs each of ``fns`` for ``steps`` steps in a
+    shuffled order (seeded, so the same on every rank), so that drift in machine load hits all alike."""
+    times = {name: [] for name in fns}
+    rng = random.Random(0)
+    for _ in range(rounds):
+        order = list(fns)
+        rng.shuffle(order)
+        for name in order:
+            before()
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                fns[name](x, y, None, lr=1e-4)
+            _sync(device)
+            times[name].append((time.perf_counter() - t0) / steps)
+    return times
+
+
 def build(model, k: int, ckpt: bool, device, amp_dtype, num_classes: int):
     model = copy.deepcopy(model).to(device)
     model.set_grad_checkpointing(ckpt)
@@ -111,18 +130,7 @@ def main(argv=None):
             fn(x, y, None, lr=1e-4)
             if device.type == "cuda":
                 peak[name] = torch.cuda.max_memory_allocated() / 2 ** 20
-    times = {name: [] for name in steps}
-    rng = random.Random(0)
-    for _ in range(args.rounds):
-        order = list(steps)
-        rng.shuffle(order)
-        for name in order:
-            _sync(device)
-            t0 = time.perf_counter()
-            for _ in range(args.steps):
-                steps[name](x, y, None, lr=1e-4)
-            _sync(device)
-            times[name].append((time.perf_counter() - t0) / args.steps)
+    times = interleaved_times(steps, x, y, args.rounds, args.steps, device)
     ips = {name: args.batch / statistics.median(t) for name, t in times.items()}
     rows = [{"variant": n, "img_per_s": round(ips[n], 2), "slowdown_vs_plain": round(ips["plain"] / ips[n], 3),
              **({"peak_mib": round(peak[n], 1)} if n in peak else {})} for n in steps]
@@ -260,19 +268,8 @@ def parallel_phase(args) -> None:
         for fn in built.values():
             for _ in range(args.warmup):
                 fn(x, y, None, lr=1e-4)
-        times = {mode: [] for mode in modes}
-        rng = random.Random(0)  # the same order on every rank (the steps are collectives)
-        for _ in range(args.rounds):
-            order = list(modes)
-            rng.shuffle(order)
-            for mode in order:
-                du.barrier()
-                _sync(device)
-                t0 = time.perf_counter()
-                for _ in range(args.steps):
-                    built[mode](x, y, None, lr=1e-4)
-                _sync(device)
-                times[mode].append((time.perf_counter() - t0) / args.steps)
+        # the same order on every rank (the steps are collectives), each timing started together
+        times = interleaved_times(built, x, y, args.rounds, args.steps, device, before=du.barrier)
         rec = {m: statistics.median(t) for m, t in times.items()}
     per_rank = du.gather_objects(rec)
     if rank == 0:
