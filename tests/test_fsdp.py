@@ -295,7 +295,9 @@ for m in (flat, cut):
 wc = full_weights(cut)
 out["grad_ckpt"] = [len(recomputed), max((wc[k] - v).abs().max().item() for k, v in flat.state_dict().items())
                     if rank == 0 else 0.0]
-print("RESULT", json.dumps(out))
+# one file per rank: two ranks' long lines on one shared stdout pipe can interleave
+with open(os.path.join({results!r}, f"result{{rank}}.json"), "w") as f:
+    json.dump(out, f)
 """
 
 
@@ -308,11 +310,11 @@ def test_units_tap_evaluation_accumulation_and_cross_mode_state_under_fsdp(tmp_p
     set_requires_gradient_sync) gives the update of one batch, and so does activation checkpointing; weights
     and AdamW state cross between a DDP state and FSDP shards, both ways, exactly."""
     script = tmp_path / "unit.py"
-    script.write_text(UNIT.format(root=ROOT, folder=str(tmp_path / "dcp"), tiny=TINY))
+    script.write_text(UNIT.format(root=ROOT, folder=str(tmp_path / "dcp"), tiny=TINY, results=str(tmp_path)))
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
                            "--nproc-per-node=2", str(script)], env=ENV, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    results = [json.loads(line.split(" ", 1)[1]) for line in proc.stdout.splitlines() if line.startswith("RESULT")]
+    results = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("result*.json"))]
     assert len(results) == 2
     for out in results:
         assert out["logits"] < 1e-5 and out["tap"] < 1e-6 and out["tap_spread"] > 1e-4
