@@ -229,8 +229,10 @@ def test_synthetic_cifar_is_learnable_by_a_small_net(tmp_path):
     x = torch.stack([val[i][0] for i in range(len(val))])
     y = torch.tensor(val.targets)
     acc = (net(x).argmax(1) == y).float().mean().item()
-    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
-    assert acc > 0.6, acc  # chance is 0.1
+    # a class is told by two parts' hues or the parts' layout, not by one patch: in these 40 steps a
+    # two-layer CNN gets to 0.35 (seeded, measured 2026-12-03); chance is 0.1
+    assert np.mean(losses[-5:]) < 0.85 * np.mean(losses[:5])
+    assert acc > 0.25, acc
 
 
 # ---------------------------------------------------------------------------

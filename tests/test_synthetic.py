@@ -42,42 +42,138 @@ def tiny(tmp_path_factory) -> tuple[Path, dict]:
 # classes and scenes
 # ---------------------------------------------------------------------------
 
-def test_class_names_sort_in_index_order_and_are_distinct():
+def _brute_force_layouts() -> set[bytes]:
+    """Every connected (8-neighbour) set of 3-8 cells of a 3x3 grid, up to translation and a
+    left-right mirror, as the bytes of its cropped bool array (the smaller of it and its mirror)."""
+    from scipy import ndimage
+
+    found = set()
+    for bits in range(1 << 9):
+        grid = np.array([(bits >> k) & 1 for k in range(9)], bool).reshape(3, 3)
+        if not 3 <= grid.sum() <= 8 or ndimage.label(grid, structure=np.ones((3, 3)))[1] != 1:
+            continue
+        rows, cols = np.nonzero(grid)
+        crop = grid[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        found.add(min(repr(crop.astype(int).tolist()), repr(crop[:, ::-1].astype(int).tolist())).encode())
+    return found
+
+
+def _as_key(cells) -> bytes:
+    cells = np.array(cells)
+    grid = np.zeros((3, 3), bool)
+    grid[cells[:, 0], cells[:, 1]] = True
+    rows, cols = np.nonzero(grid)
+    crop = grid[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    return min(repr(crop.astype(int).tolist()), repr(crop[:, ::-1].astype(int).tolist())).encode()
+
+
+def test_classes_are_all_layouts_of_parts_and_share_hues():
+    keys = [_as_key(cells) for _, cells in S.layouts()]
+    assert len(keys) == len(set(keys)) == S.MAX_CLASSES == 162
+    assert set(keys) == _brute_force_layouts()
     for k in (1, 10, 37, S.MAX_CLASSES):
         names = S.class_names(k)
         assert len(names) == len(set(names)) == k
         assert sorted(names) == names
-        specs = S.class_specs(k)
-        assert len({(s.shape, s.texture) for s in specs}) == k
     assert S.class_names(12)[:10] == S.class_names(10)
-    # the first ten classes use ten different shapes and ten different textures
+    assert [s.layout for s in S.class_specs(3)] == ["tee", "plus", "ell"]
     first = S.class_specs(10)
-    assert len({s.shape for s in first}) == len({s.texture for s in first}) == 10
+    # each hue belongs to three of the first ten classes, and two classes share at most one hue:
+    # one part's colour leaves three classes, two parts of different colours leave one
+    hue_count = np.bincount([h for s in first for h in s.hues], minlength=S.NUM_HUES)
+    assert (hue_count == 3).all()
+    for a in first:
+        for b in first:
+            if a.index < b.index:
+                assert len(set(a.hues) & set(b.hues)) <= 1
     for bad in (0, S.MAX_CLASSES + 1):
         with pytest.raises(ValueError):
             S.class_specs(bad)
 
 
-def test_classification_scene_has_dominant_object_and_small_distractors():
-    specs = S.class_specs(10)
-    fracs, n_distractors = [], 0
-    for i in range(40):
+def _hue_index(rgb) -> int:
+    import colorsys
+
+    h, _, _ = colorsys.rgb_to_hsv(*(np.asarray(rgb) / 255.0))
+    return int(np.rint(h * S.NUM_HUES)) % S.NUM_HUES
+
+
+def test_an_object_has_one_part_per_layout_cell_at_the_layout_distances():
+    for spec in S.class_specs(S.MAX_CLASSES)[::7]:
+        for i in range(3):
+            cell = 9.0 + i
+            obj = S.sample_object(np.random.default_rng(i), spec, 50.0, 40.0, cell)
+            assert obj.cls == spec.index and len(obj.parts) == len(spec.cells)
+            # every hue of the triple is on a part, and no other hue
+            assert {_hue_index(p.color) for p in obj.parts} == set(spec.hues)
+            # turned and perhaps mirrored: the pairwise part distances are the layout's
+            c = obj.part_centres()
+            got = np.sort(np.hypot(*(c[:, None] - c[None]).transpose(2, 0, 1)).ravel())
+            cells = np.array(spec.cells, float)
+            want = np.sort(np.hypot(*(cells[:, None] - cells[None]).transpose(2, 0, 1)).ravel()) * cell
+            np.testing.assert_allclose(got, want, atol=1e-9)
+            assert len({p.texture for p in obj.parts} | {p.shape for p in obj.parts}) > 1 or len(obj.parts) < 4
+
+
+def test_classification_scene_has_its_object_clutter_distractors_and_occluders():
+    n_distract = n_occluded = n_loose = 0
+    fracs = []
+    for i in range(60):
         label = i % 10
         sc = S.build_scene("imagenet", "train", i, seed=3, num_classes=10, size=64, label=label)
         assert sc.image.shape == (64, 64, 3) and sc.image.dtype == np.uint8
-        main = sc.objects[sc.main]
-        assert sc.main == len(sc.objects) - 1 and main.cls == label
-        assert len(sc.objects) <= 3
+        assert sc.objects[sc.main].cls == label
+        others = [o for k, o in enumerate(sc.objects) if k != sc.main]
+        assert len(others) <= 1 and all(o.cls != label for o in others)
+        n_distract += len(others)
+        n_occluded += sc.extra["occluded"] > 0
+        n_loose += sc.extra["loose_parts"]
         fracs.append(sc.visible[sc.main].mean())
-        main_area = shapes.shape_area(main.shape) * main.radius ** 2
-        for obj in sc.objects[:-1]:
-            n_distractors += 1
-            assert obj.cls != label
-            assert shapes.shape_area(obj.shape) * obj.radius ** 2 <= 0.25 * main_area + 1e-6
-        assert specs[label].shape == main.shape
+        # loose parts are background: no pixel of the label map has a class that is not in the scene
+        assert set(np.unique(sc.label)) <= {0} | {o.cls + 1 for o in sc.objects}
     fracs = np.array(fracs)
-    assert fracs.min() > 0.08 and fracs.max() < 0.75 and 0.2 < fracs.mean() < 0.55
-    assert n_distractors > 0
+    assert fracs.min() > 0.05 and fracs.max() < 0.6
+    assert 5 <= n_distract <= 35 and n_occluded >= 5 and n_loose >= 60
+
+
+def test_one_patch_colour_does_not_tell_the_class_the_whole_object_does():
+    """Nearest class mean of a hue histogram: of one 8x8 patch inside the object, and of the whole object."""
+    import colorsys
+
+    def hist(pixels):
+        hsv = np.array([colorsys.rgb_to_hsv(*(p / 255.0)) for p in pixels])
+        keep = hsv[:, 1] > 0.3
+        bins = np.rint(hsv[keep, 0] * S.NUM_HUES).astype(int) % S.NUM_HUES
+        return np.bincount(bins, minlength=S.NUM_HUES) / max(1, keep.sum())
+
+    rng = np.random.default_rng(0)
+    feats = {"patch": [], "object": []}
+    labels = []
+    for i in range(300):
+        label = i % 10
+        sc = S.build_scene("imagenet", "train", i, seed=5, num_classes=10, size=64, label=label)
+        vis = sc.visible[sc.main]
+        frac = vis.reshape(8, 8, 8, 8).mean(axis=(1, 3))  # (8, 8) patch grid
+        inside = np.argwhere(frac >= 0.75)
+        if not len(inside):
+            continue
+        r, c = inside[rng.integers(len(inside))]
+        pm = np.zeros_like(vis)
+        pm[8 * r:8 * r + 8, 8 * c:8 * c + 8] = True
+        feats["patch"].append(hist(sc.image[pm & vis].astype(float)))
+        feats["object"].append(hist(sc.image[vis].astype(float)))
+        labels.append(label)
+    labels = np.array(labels)
+    assert len(labels) > 250
+    half = len(labels) // 2
+    acc = {}
+    for k, f in feats.items():
+        f = np.array(f)
+        means = np.stack([f[:half][labels[:half] == c].mean(0) for c in range(10)])
+        pred = np.argmin(((f[half:, None] - means[None]) ** 2).sum(-1), axis=1)
+        acc[k] = (pred == labels[half:]).mean()
+    assert acc["patch"] < 0.4, acc
+    assert acc["object"] > acc["patch"] + 0.3, acc
 
 
 def test_render_is_vectorised_fast_enough():
@@ -222,13 +318,17 @@ def test_polygons_rasterise_back_to_the_mask():
     from pycocotools import mask as mu
 
     h, w = 50, 60
+    from scipy import ndimage
+
     specs = S.class_specs(10)
     cases = []  # (mask, has_hole)
-    for i, spec in enumerate(specs):  # every shape, rotated; some cut by the border
-        obj = S.sample_object(np.random.default_rng(i), spec, cx=5 + 6 * i,
-                              cy=25 + (i % 3) * 9, radius=8 + 2 * (i % 4))
+    for i, spec in enumerate(specs):  # every named layout, turned; some cut by the border, some in pieces
+        obj = S.sample_object(np.random.default_rng(i), spec, 5 + 6 * i, 25 + (i % 3) * 9, 6 + (i % 4))
         m = render.draw_object(np.zeros((h, w, 3)), obj, np.random.default_rng(0))
-        cases.append((m, spec.shape == "ring"))
+        # a hole: background not connected to the outside (8-neighbour: the mask's parts are
+        # 4-connected, so pixels touching at a corner do not close a hole)
+        cases.append((m, bool((ndimage.binary_fill_holes(m, structure=np.ones((3, 3))) & ~m).any())))
+    assert any(hole for _, hole in cases[:10]) and not all(hole for _, hole in cases[:10])
     split = _disc(h, w, 30, 25, 15)
     split[:, 27:33] = False  # cut in two pieces by an occluder
     cases.append((split, False))
@@ -328,32 +428,41 @@ def test_voc_layout_xml_boxes_and_segmentation(tiny):
 def test_label_map_is_the_top_most_object(tiny):
     out, _ = tiny
     k = TINY["num_classes"]
-    overlaps = 0
+    overlaps = hidden = 0
     for split, folder in (("train", "training"), ("val", "validation")):
         for f in _files(out / "ade/annotations" / folder, "*.png"):
             i = int(f.stem.rsplit("_", 1)[1])
             scene = S.build_scene("ade", split, i, seed=0, num_classes=k, size=(48, 40))
             saved = np.asarray(Image.open(f))
             assert np.array_equal(saved, scene.label)
-            stack = np.stack(scene.masks)  # (N, H, W) full masks in drawing order
+            stack = np.stack(scene.masks)  # (N, H, W) full masks of the objects in drawing order
             overlaps += int((stack.sum(0) > 1).sum())
             covered = stack.any(0)
             top = len(scene.masks) - 1 - np.argmax(stack[::-1], axis=0)
             cls = np.array([o.cls + 1 for o in scene.objects])
-            expected = np.where(covered, cls[top], 0)
-            assert np.array_equal(saved, expected)
+            # an object pixel is its top-most object's class unless a loose part hides it
+            labelled = saved > 0
+            assert np.array_equal(saved[labelled], cls[top][labelled]) and not (labelled & ~covered).any()
+            assert int((covered & ~labelled).sum()) == scene.extra["occluded"]
+            hidden += scene.extra["occluded"]
             vis = np.stack(scene.visible)
-            assert vis.sum(0).max() <= 1 and np.array_equal(vis.any(0), covered)
+            assert vis.sum(0).max() <= 1 and np.array_equal(vis.any(0), labelled)
             assert not (vis & ~stack).any()
-    # also on purpose-built overlapping scenes
+    # also on a purpose-built scene: clutter behind, three overlapping objects, an occluder in front
     specs = S.class_specs(3)
     rng = np.random.default_rng(0)
-    objs = [S.sample_object(rng, specs[c], 20 + 4 * c, 20, 12) for c in (0, 1, 2)]
+    objs = [S.loose_part(rng, 20, 20, 8)] + [S.sample_object(rng, specs[c], 16 + 4 * c, 20, 7) for c in (0, 1, 2)]
+    objs.append(S.loose_part(rng, 22, 18, 6))
+    drawn = [render.draw_object(np.zeros((40, 40, 3)), o, np.random.default_rng(0)) for o in objs]
     scene = S.render_scene(np.random.default_rng(1), 40, objs)
+    assert len(scene.objects) == 3
     for j in range(3):
-        later = np.any(scene.masks[j + 1:], axis=0) if j < 2 else np.zeros((40, 40), bool)
-        assert np.array_equal(scene.visible[j], scene.masks[j] & ~later)
-        overlaps += int((scene.masks[j] & later).sum())
+        later = np.any(drawn[j + 2:], axis=0)
+        assert np.array_equal(scene.masks[j], drawn[j + 1])
+        assert np.array_equal(scene.visible[j], drawn[j + 1] & ~later)
+        overlaps += int((drawn[j + 1] & later).sum())
+    assert (scene.label[drawn[-1]] == 0).all() and (scene.label[drawn[0] & ~np.any(drawn[1:], axis=0)] == 0).all()
+    assert hidden > 0, "the checked files must contain parts hidden by occluders"
     assert overlaps > 0, "the checked scenes must contain occlusions"
 
 

@@ -2,10 +2,14 @@
 # The whole path on the embedded synthetic world, CPU-sized (about 15 minutes on 2 cores after set-up):
 #   set-up -> synthetic data -> pretrain (CutMix, TransMix, TokenMix with the CutMix run as its teacher)
 #   -> ADE20K-layout Linear-head transfer (random init and each checkpoint) with `mim train mmseg`
-#   -> robustness and attention-quality studies of the checkpoints -> a table of val top-1 and mIoU.
+#   -> robustness and attention-quality studies of the checkpoints -> a table of val top-1, linear-probe
+#   top-1 and mIoU, with the spread across generator seeds.
 #
-#   bash tools/quickstart.sh            # everything under data/synthetic and runs/quickstart
-# Knobs: QS_EPOCHS (pretraining epochs, default 8), QS_SEG_ITERS (segmentation iterations, default 300),
+#   bash tools/quickstart.sh                 # generator seed 0: data/synthetic, runs/quickstart/seed0
+#   QS_SEEDS="0 1 2" bash tools/quickstart.sh  # three generator seeds (about 3 x as long): the table then
+#                                              # gives the mean and the min-max range across them
+# Knobs: QS_SEEDS (generator seeds, default 0; seed N > 0 writes data/synthetic-seedN), QS_EPOCHS
+#        (pretraining epochs, default 8), QS_SEG_ITERS (segmentation iterations, default 300),
 #        QS_OUT (default runs/quickstart).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -15,45 +19,52 @@ PY=.venv/bin/python
 export PATH="$ROOT/.venv/bin:$PATH"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 OUT=${QS_OUT:-runs/quickstart}
+SEEDS=${QS_SEEDS:-0}
 EPOCHS=${QS_EPOCHS:-8}
 SEG_ITERS=${QS_SEG_ITERS:-300}
-DATA=data/synthetic
+DATA0=data/synthetic
 mkdir -p "$OUT"
 T0=$(date +%s)
-
-echo; echo "[quickstart] 1/4 synthetic data in $DATA"
-$PY tools/make_synthetic.py --out "$DATA"
-
 MIXERS="cutmix transmix tokenmix"
-for mixer in $MIXERS; do
-  echo; echo "[quickstart] 2/4 pretraining with $mixer ($EPOCHS epochs)"
-  extra=()
-  # TokenMix's targets come from a frozen teacher's CLS attention: the CutMix run trained just before
-  [ "$mixer" = tokenmix ] && extra=("mixer.teacher.checkpoint=$OUT/pretrain_cutmix/model.safetensors")
-  bash tools/pretrain.sh "configs/pretrain/synthetic_$mixer.yaml" data.root=$DATA/imagenet \
-    train.epochs="$EPOCHS" train.out_dir="$OUT/pretrain_$mixer" train.log_interval=0 "${extra[@]}"
-done
 
-for init in random $MIXERS; do
-  echo; echo "[quickstart] 3/4 ADE20K-layout Linear head from $init init ($SEG_ITERS iterations)"
-  ckpt=None
-  [ "$init" != random ] && ckpt="$OUT/pretrain_$init/model.safetensors"
-  rm -rf "$OUT/seg_$init"
-  # one data worker here, so two intra-op threads use both cores (68 s vs 110 s for 300 iterations)
-  OMP_NUM_THREADS=${QS_SEG_THREADS:-2} mim train mmseg configs/mmseg/linear_synthetic.py --work-dir "$OUT/seg_$init" \
-    --cfg-options model.backbone.pretrained="$ckpt" train_cfg.max_iters="$SEG_ITERS" \
-    train_cfg.val_interval="$SEG_ITERS" param_scheduler.0.end="$SEG_ITERS" \
-    train_dataloader.dataset.data_root=$DATA/ade \
-    val_dataloader.dataset.data_root=$DATA/ade test_dataloader.dataset.data_root=$DATA/ade \
-    > "$OUT/seg_$init.log" 2>&1 || { tail -n 40 "$OUT/seg_$init.log"; exit 1; }
-  grep -E "mIoU" "$OUT/seg_$init.log" | tail -n 1 || true
-done
+for seed in $SEEDS; do
+  DATA=$DATA0
+  [ "$seed" != 0 ] && DATA="$DATA0-seed$seed"
+  RUN="$OUT/seed$seed"
+  mkdir -p "$RUN"
+  echo; echo "[quickstart] seed $seed 1/4 synthetic data in $DATA"
+  $PY tools/make_synthetic.py --out "$DATA" --seed "$seed"
 
-echo; echo "[quickstart] 4/4 occlusion, patch shuffle, class-subset and attention-quality studies"
-ckpts=()
-for mixer in $MIXERS; do ckpts+=("$mixer=$OUT/pretrain_$mixer/model.safetensors"); done
-$PY tools/analyze.py all --data "$DATA" --out "$OUT/analysis" --ckpt "${ckpts[@]}" > "$OUT/analysis.log" 2>&1 \
-  || { tail -n 40 "$OUT/analysis.log"; exit 1; }
+  for mixer in $MIXERS; do
+    echo; echo "[quickstart] seed $seed 2/4 pretraining with $mixer ($EPOCHS epochs)"
+    extra=()
+    # TokenMix's targets come from a frozen teacher's CLS attention: the CutMix run trained just before
+    [ "$mixer" = tokenmix ] && extra=("mixer.teacher.checkpoint=$RUN/pretrain_cutmix/model.safetensors")
+    bash tools/pretrain.sh "configs/pretrain/synthetic_$mixer.yaml" data.root="$DATA/imagenet" \
+      train.epochs="$EPOCHS" train.out_dir="$RUN/pretrain_$mixer" train.log_interval=0 "${extra[@]}"
+  done
+
+  for init in random $MIXERS; do
+    echo; echo "[quickstart] seed $seed 3/4 ADE20K-layout Linear head from $init init ($SEG_ITERS iterations)"
+    ckpt=None
+    [ "$init" != random ] && ckpt="$RUN/pretrain_$init/model.safetensors"
+    rm -rf "$RUN/seg_$init"
+    # one data worker here, so two intra-op threads use both cores (68 s vs 110 s for 300 iterations)
+    OMP_NUM_THREADS=${QS_SEG_THREADS:-2} mim train mmseg configs/mmseg/linear_synthetic.py --work-dir "$RUN/seg_$init" \
+      --cfg-options model.backbone.pretrained="$ckpt" train_cfg.max_iters="$SEG_ITERS" \
+      train_cfg.val_interval="$SEG_ITERS" param_scheduler.0.end="$SEG_ITERS" \
+      train_dataloader.dataset.data_root="$DATA/ade" \
+      val_dataloader.dataset.data_root="$DATA/ade" test_dataloader.dataset.data_root="$DATA/ade" \
+      > "$RUN/seg_$init.log" 2>&1 || { tail -n 40 "$RUN/seg_$init.log"; exit 1; }
+    grep -E "mIoU" "$RUN/seg_$init.log" | tail -n 1 || true
+  done
+
+  echo; echo "[quickstart] seed $seed 4/4 occlusion, patch shuffle, class-subset and attention-quality studies"
+  ckpts=()
+  for mixer in $MIXERS; do ckpts+=("$mixer=$RUN/pretrain_$mixer/model.safetensors"); done
+  $PY tools/analyze.py all --data "$DATA" --out "$RUN/analysis" --ckpt "${ckpts[@]}" > "$RUN/analysis.log" 2>&1 \
+    || { tail -n 40 "$RUN/analysis.log"; exit 1; }
+done
 
 echo
-$PY tools/quickstart_report.py --out "$OUT" --data "$DATA" --elapsed $(( $(date +%s) - T0 ))
+$PY tools/quickstart_report.py --out "$OUT" --data "$DATA0" --seeds $SEEDS --elapsed $(( $(date +%s) - T0 ))

@@ -116,6 +116,7 @@ def build_transforms(data_cfg: Dict[str, Any], train: bool):
             size, is_training=True, auto_augment=data_cfg.get("auto_augment") or None,
             re_prob=float(data_cfg.get("re_prob", 0.0)), re_mode=data_cfg.get("re_mode", "pixel"),
             re_count=int(data_cfg.get("re_count", 1)), color_jitter=data_cfg.get("color_jitter", 0.3),
+            scale=tuple(data_cfg.get("crop_scale", (0.08, 1.0))),
             interpolation=data_cfg.get("train_interpolation") or data_cfg.get("interpolation", "bicubic"))
     return create_transform(size, is_training=False, interpolation=data_cfg.get("interpolation", "bicubic"),
                             crop_pct=float(data_cfg.get("eval_crop_pct", 0.875)))

@@ -52,6 +52,7 @@ DEFAULTS: Dict[str, Any] = {
         "train_interpolation": None,         # training resize/RandAugment: bicubic | bilinear | random | ...;
                                              # null: data.interpolation (which also sets the eval resize)
         "eval_crop_pct": 0.875,
+        "crop_scale": [0.08, 1.0],           # RandomResizedCrop's range of the crop's area fraction (timm --scale)
         "repeated_aug": 1,                   # repeated-augmentation count (DeiT: 3); 1 = off
         "bad_image_tries": 32,               # unreadable images replaced by their successors up to this many in a row
         "pipeline": "timm",                  # training data path: timm (PIL transforms, float tensors from the
@@ -338,6 +339,10 @@ def validate(cfg: Dict[str, Any]) -> None:
          f"data.pipeline=fast reads ImageNet-style folders only (data.format=folder), got {d['format']!r}"),
         (int(d["bad_image_tries"]) >= 1, f"data.bad_image_tries must be >= 1, got {d['bad_image_tries']}"),
         (0.0 <= float(d["re_prob"]) <= 1.0, f"data.re_prob must lie in [0, 1], got {d['re_prob']}"),
+        (isinstance(d["crop_scale"], list) and len(d["crop_scale"]) == 2
+         and all(isinstance(v, (int, float)) for v in d["crop_scale"])
+         and 0.0 < d["crop_scale"][0] <= d["crop_scale"][1] <= 1.0,
+         f"data.crop_scale must be [low, high] with 0 < low <= high <= 1, got {d['crop_scale']!r}"),
         (0.0 < float(d["eval_crop_pct"]) <= 1.0, f"data.eval_crop_pct must lie in (0, 1], got {d['eval_crop_pct']}"),
         (0.0 <= float(m["drop_path"]) < 1.0, f"model.drop_path must lie in [0, 1), got {m['drop_path']}"),
         (0.0 < float(m["ema_decay"]) < 1.0, f"model.ema_decay must lie in (0, 1), got {m['ema_decay']}"),

@@ -200,8 +200,8 @@ def generate(out_dir: str | os.PathLike, *, seed: int = 0, num_classes: int = 10
             "format": "vitmix-synthetic",
             "params": {**params, "only": subsets},
             "classes": [s.name for s in specs],
-            "class_specs": [{"index": s.index, "name": s.name, "shape": s.shape,
-                             "texture": s.texture, "hue": round(s.hue, 4)} for s in specs],
+            "class_specs": [{"index": s.index, "name": s.name, "cells": [list(c) for c in s.cells],
+                             "hues": list(s.hues)} for s in specs],
             "layout": dict(_LAYOUT),
             "sets": {k: keep[k] for k in SUBSETS if k in keep},
         }

@@ -1,13 +1,17 @@
-"""Objects: an instance of a class at a pose with its drawn appearance, and how scenes place them.
+"""Objects: an instance of a class (its parts at a pose) and how scenes place objects and loose parts.
 
-:func:`sample_object` draws the appearance of one object (colour jitter around the class
-hue, second texture colour, texture period and phase, rotation, shading);
-:func:`classification_objects` and :func:`multi_object_objects` draw the objects of a
-classification scene (one dominant object) and of a segmentation/detection scene (2-5
-objects). Nothing here touches pixels; :mod:`.render` draws the objects.
+An object of class ``c`` has one :class:`Part` on each cell of the class layout
+(:mod:`.world`), spaced ``cell`` pixels apart, turned by up to :data:`MAX_TURN` and
+mirrored half of the time. Every part gets its own random shape, texture and shading
+colours from the class's hue triple. A *loose part* is a single part of random hue with
+no class (``cls == BACKGROUND``): scenes scatter them as clutter behind the objects and as
+occluders in front of them, and the ground truth counts them as background.
 
-All functions consume the per-image generator ``rng`` in a fixed order: the written
-datasets depend on it, so a change here changes their bytes.
+:func:`classification_objects` draws the objects of a one-object (classification) scene,
+:func:`multi_object_objects` those of a segmentation/detection scene. Nothing here touches
+pixels; :mod:`.render` draws the objects. All functions consume the per-image generator
+``rng`` in a fixed order: the written datasets depend on it, so a change here changes
+their bytes.
 """
 
 from __future__ import annotations
@@ -19,127 +23,182 @@ from typing import Sequence
 import numpy as np
 
 from .color import hsv
-from .shapes import shape_area
-from .world import ClassSpec
+from .world import NUM_HUES, PART_SHAPES, TEXTURES, ClassSpec, hue_of
 
-__all__ = ["HUE_JITTER", "ObjectSpec", "sample_object", "radius_for_area",
-           "classification_objects", "multi_object_objects"]
+__all__ = ["BACKGROUND", "HUE_JITTER", "MAX_TURN", "PART_RADIUS", "Part", "ObjectSpec", "sample_part",
+           "sample_object", "loose_part", "classification_objects", "multi_object_objects"]
 
-#: Classes are 0.1 apart in hue and an object's hue is jittered by up to this much:
-#: neighbouring classes overlap a little, so the mean colour alone is not enough.
-HUE_JITTER = 0.07
+#: ``ObjectSpec.cls`` of a loose part (clutter, occluder): background in the ground truth.
+BACKGROUND = -1
+#: Hues are ``1 / NUM_HUES`` = 0.1 apart; a part's hue is jittered by up to this much (ours).
+HUE_JITTER = 0.03
+#: Objects turn by up to this many radians either way (ours): small enough that a layout
+#: and its turned copies stay one class (a quarter turn would make "bar" a "pillar").
+MAX_TURN = 0.3
+#: A part's radius as a fraction of the cell spacing (ours): neighbouring parts nearly touch.
+PART_RADIUS = (0.6, 0.75)
 
 
 @dataclass(frozen=True)
-class ObjectSpec:
-    """One object: a class shape at a pose, filled with the class texture."""
+class Part:
+    """One part: a small textured shape at an offset from its object's centre."""
 
-    cls: int
     shape: str
+    du: float  # offset from the object centre in cells, in the object's own (turned) frame
+    dv: float
+    radius: float  # pixels; the shape fits in a disc of this radius
     texture: str
-    cx: float  # centre, pixel units (pixel (r, c) has its centre at (c + .5, r + .5))
-    cy: float
-    radius: float  # the shape fits in a disc of this radius
-    angle: float  # rotation of the shape (radians); textures stay image-aligned
     color: tuple[float, float, float]  # RGB 0..255
     color2: tuple[float, float, float]  # second texture colour
     period: float  # texture period in pixels
     phase: tuple[float, float]  # texture phase offsets in [0, 1)
+
+
+@dataclass(frozen=True)
+class ObjectSpec:
+    """An object (``cls >= 0``) or a loose part (``cls == BACKGROUND``): parts around a centre."""
+
+    cls: int
+    parts: tuple[Part, ...]
+    cx: float  # centre, pixel units (pixel (r, c) has its centre at (c + .5, r + .5))
+    cy: float
+    cell: float  # spacing of the parts in pixels
+    angle: float  # turn of the layout (radians); textures stay image-aligned
     light: tuple[float, float]  # linear shading across the object
 
+    def part_centres(self) -> np.ndarray:
+        """``(n_parts, 2)`` pixel centres ``(x, y)`` of the parts."""
+        ca, sa = math.cos(self.angle), math.sin(self.angle)
+        d = np.array([(p.du, p.dv) for p in self.parts], np.float64) * self.cell
+        return np.stack([self.cx + d[:, 0] * ca - d[:, 1] * sa,
+                         self.cy + d[:, 0] * sa + d[:, 1] * ca], axis=1)
 
-def sample_object(rng: np.random.Generator, spec: ClassSpec, cx: float, cy: float,
-                  radius: float) -> ObjectSpec:
-    """Draw the appearance of an object of class ``spec`` (its pose partly given)."""
-    hue = spec.hue + rng.uniform(-HUE_JITTER, HUE_JITTER)
+    @property
+    def radius(self) -> float:
+        """Radius of the disc around the centre that holds every part."""
+        return max(math.hypot(p.du, p.dv) * self.cell + p.radius for p in self.parts)
+
+
+def _colors(rng: np.random.Generator, hue: float) -> tuple[tuple, tuple]:
+    """A part's two texture colours around ``hue``: a saturated one and a darker or paler one."""
+    hue = hue + rng.uniform(-HUE_JITTER, HUE_JITTER)
     sat = rng.uniform(0.45, 0.95)
     val = rng.uniform(0.55, 0.97)
     color = hsv(hue, sat, val)
     if rng.random() < 0.5:  # darker second colour
-        color2 = hsv(hue + rng.uniform(-0.02, 0.02), sat * rng.uniform(0.7, 1.0),
-                     val * rng.uniform(0.25, 0.45))
+        color2 = hsv(hue + rng.uniform(-0.02, 0.02), sat * rng.uniform(0.7, 1.0), val * rng.uniform(0.25, 0.45))
     else:  # paler second colour
         color2 = hsv(hue + rng.uniform(-0.02, 0.02), sat * rng.uniform(0.1, 0.3),
                      min(1.0, val * rng.uniform(1.1, 1.4)))
-    period = float(np.clip(radius * rng.uniform(0.3, 0.45), 3.0, 10.0))
-    angle = rng.uniform(0.0, 2 * math.pi)
-    phase = (float(rng.random()), float(rng.random()))
+    return color, color2
+
+
+def sample_part(rng: np.random.Generator, hue_index: int, du: float, dv: float, cell: float) -> Part:
+    """A part of hue ``hue_index`` with a random shape, texture, size and texture phase."""
+    radius = cell * rng.uniform(*PART_RADIUS)
+    color, color2 = _colors(rng, hue_of(hue_index))
+    return Part(shape=PART_SHAPES[int(rng.integers(len(PART_SHAPES)))], du=float(du), dv=float(dv),
+                radius=float(radius), texture=TEXTURES[int(rng.integers(len(TEXTURES)))],
+                color=color, color2=color2, period=float(np.clip(radius * rng.uniform(0.45, 0.7), 2.5, 8.0)),
+                phase=(float(rng.random()), float(rng.random())))
+
+
+def _light(rng: np.random.Generator) -> tuple[float, float]:
     la = rng.uniform(0.0, 2 * math.pi)
     ls = rng.uniform(0.0, 0.15)
-    return ObjectSpec(
-        cls=spec.index, shape=spec.shape, texture=spec.texture,
-        cx=float(cx), cy=float(cy), radius=float(radius), angle=float(angle),
-        color=color, color2=color2, period=period, phase=phase,
-        light=(ls * math.cos(la), ls * math.sin(la)),
-    )
+    return ls * math.cos(la), ls * math.sin(la)
 
 
-def radius_for_area(shape: str, area: float) -> float:
-    """The radius at which ``shape`` covers ``area`` square pixels."""
-    return math.sqrt(area / shape_area(shape))
+def sample_object(rng: np.random.Generator, spec: ClassSpec, cx: float, cy: float, cell: float) -> ObjectSpec:
+    """An object of class ``spec`` centred at ``(cx, cy)`` with parts ``cell`` pixels apart.
+
+    The layout is mirrored with probability 1/2 and turned by up to :data:`MAX_TURN`; the part
+    hues are the class's hue triple, each on at least one part, the rest drawn from the triple.
+    """
+    cells = np.array(spec.cells, np.float64)
+    rows, cols = cells[:, 0], cells[:, 1]
+    if rng.random() < 0.5:
+        cols = -cols
+    du = cols - 0.5 * (cols.min() + cols.max())
+    dv = rows - 0.5 * (rows.min() + rows.max())
+    n = len(cells)
+    hues = list(spec.hues) + [spec.hues[int(k)] for k in rng.integers(0, 3, size=max(0, n - 3))]
+    hues = [hues[int(k)] for k in rng.permutation(n)]
+    angle = rng.uniform(-MAX_TURN, MAX_TURN)
+    parts = tuple(sample_part(rng, h, u, v, cell) for h, u, v in zip(hues, du, dv))
+    return ObjectSpec(cls=spec.index, parts=parts, cx=float(cx), cy=float(cy), cell=float(cell),
+                      angle=float(angle), light=_light(rng))
 
 
-def _distractor_probs(n: int) -> np.ndarray:
-    """Probabilities of 0..n distractors, shape ``(n + 1,)``."""
-    p = np.array([0.4, 0.35, 0.25][: n + 1] + [0.25] * max(0, n - 2))
-    return p / p.sum()
+def loose_part(rng: np.random.Generator, cx: float, cy: float, cell: float) -> ObjectSpec:
+    """A single part of a random hue at ``(cx, cy)``, of no class (clutter or occluder)."""
+    part = sample_part(rng, int(rng.integers(NUM_HUES)), 0.0, 0.0, cell)
+    return ObjectSpec(cls=BACKGROUND, parts=(part,), cx=float(cx), cy=float(cy), cell=float(cell),
+                      angle=0.0, light=_light(rng))
 
 
-def classification_objects(rng: np.random.Generator, label: int,
-                           specs: Sequence[ClassSpec], size: int,
-                           max_distractors: int = 2, area: tuple[float, float] = (0.2, 0.55),
-                           max_radius: float = 0.6) -> list[ObjectSpec]:
-    """One dominant object of class ``label`` (drawn last) and up to ``max_distractors`` small distractors.
+def _occluder_on(rng: np.random.Generator, obj: ObjectSpec) -> ObjectSpec:
+    """A loose part over one of ``obj``'s parts (at most about half of it hidden)."""
+    centres = obj.part_centres()
+    k = int(rng.integers(len(centres)))
+    a = rng.uniform(0.0, 2 * math.pi)
+    d = obj.cell * rng.uniform(0.5, 0.8)
+    return loose_part(rng, centres[k, 0] + d * math.cos(a), centres[k, 1] + d * math.sin(a), obj.cell)
 
-    The dominant object is drawn to cover a fraction in ``area`` (about 20-55%) of the
-    ``size x size`` image, its radius at most ``max_radius * size``; each distractor has another
-    class and at most about a quarter of the dominant object's area.
+
+def classification_objects(rng: np.random.Generator, label: int, specs: Sequence[ClassSpec], size: int,
+                           cell: tuple[float, float] = (0.2, 0.28), distractor_p: float = 0.3,
+                           max_clutter: int = 3, occluder_p: float = 0.3) -> tuple[list[ObjectSpec], int]:
+    """The objects of a one-object scene in drawing order and the index of the labelled one.
+
+    Drawing order: 0..``max_clutter`` loose parts, with probability ``distractor_p`` a smaller
+    object of another class (cell 0.55-0.7 of the main one's), the object of class ``label``
+    (cell spacing ``cell`` x ``size`` pixels, centred so that its layout stays in the frame
+    when it can) and, with probability ``occluder_p``, a loose part over one of its parts.
     """
     s = float(size)
-    dom_spec = specs[label]
-    frac = rng.uniform(*area)
-    dom_area = frac * s * s
-    r = min(radius_for_area(dom_spec.shape, dom_area), max_radius * s)
-    lo = min(0.85 * r, 0.5 * s)
-    spread = max(0.5 * s - lo, 0.06 * s)
-    cx = 0.5 * s + rng.uniform(-1.0, 1.0) * spread
-    cy = 0.5 * s + rng.uniform(-1.0, 1.0) * spread
-    dom_area = shape_area(dom_spec.shape) * r * r
-
-    objects = []
-    n_dis = int(rng.choice(np.arange(max_distractors + 1),
-                           p=_distractor_probs(max_distractors))) if len(specs) > 1 else 0
-    for _ in range(n_dis):
+    c = s * rng.uniform(*cell)
+    half = 1.5 * c
+    lo, hi = (half, s - half) if s > 2 * half else (0.5 * s, 0.5 * s)
+    cx, cy = rng.uniform(lo, hi), rng.uniform(lo, hi)
+    objects = [loose_part(rng, *rng.uniform(0.0, s, size=2), c * rng.uniform(0.6, 1.0))
+               for _ in range(int(rng.integers(0, max_clutter + 1)))]
+    if len(specs) > 1 and rng.random() < distractor_p:
         other = int(rng.integers(0, len(specs) - 1))
         other += other >= label
-        ospec = specs[other]
-        ratio = rng.uniform(0.06, 0.25)
-        rd = max(radius_for_area(ospec.shape, ratio * dom_area), 0.06 * s)
-        rd = min(rd, radius_for_area(ospec.shape, 0.25 * dom_area))
-        cands = rng.uniform(0.5 * rd, s - 0.5 * rd, size=(12, 2))
-        clearance = np.hypot(cands[:, 0] - cx, cands[:, 1] - cy) - (r + rd)
+        dc = c * rng.uniform(0.55, 0.7)
+        cands = rng.uniform(1.5 * dc, max(s - 1.5 * dc, 1.5 * dc), size=(12, 2))
+        clearance = np.hypot(cands[:, 0] - cx, cands[:, 1] - cy) - 1.8 * (c + dc)
         ok = np.nonzero(clearance >= 0)[0]
         k = int(ok[0]) if len(ok) else int(np.argmax(clearance))
-        objects.append(sample_object(rng, ospec, cands[k, 0], cands[k, 1], rd))
-    objects.append(sample_object(rng, dom_spec, cx, cy, r))
-    return objects
+        objects.append(sample_object(rng, specs[other], cands[k, 0], cands[k, 1], dc))
+    main = sample_object(rng, specs[label], cx, cy, c)
+    objects.append(main)
+    idx = len(objects) - 1
+    if rng.random() < occluder_p:
+        objects.append(_occluder_on(rng, main))
+    return objects, idx
 
 
-def multi_object_objects(rng: np.random.Generator, specs: Sequence[ClassSpec],
-                         size: tuple[int, int], min_objects: int = 2,
-                         max_objects: int = 5) -> list[ObjectSpec]:
-    """2-5 objects of random classes, sizes (2-14% of the ``(W, H)`` image each) and positions.
+def multi_object_objects(rng: np.random.Generator, specs: Sequence[ClassSpec], size: tuple[int, int],
+                         min_objects: int = 2, max_objects: int = 5, cell: tuple[float, float] = (0.07, 0.16),
+                         max_clutter: int = 6, max_occluders: int = 2) -> list[ObjectSpec]:
+    """2-5 objects of random classes (cell ``cell`` x the shorter side), clutter and occluders, in drawing order.
 
-    Objects are returned in drawing order and may overlap or be cut by the border.
+    0..``max_clutter`` loose parts come first, then the objects (which may overlap each other
+    or be cut by the border), then 0..``max_occluders`` loose parts over random objects.
     """
     w, h = size
-    n = int(rng.integers(min_objects, max_objects + 1))
-    objects = []
-    for _ in range(n):
+    side = float(min(w, h))
+    n_clutter = int(rng.integers(0, max_clutter + 1))
+    objects = [loose_part(rng, rng.uniform(0, w), rng.uniform(0, h), side * rng.uniform(*cell))
+               for _ in range(n_clutter)]
+    real = []
+    for _ in range(int(rng.integers(min_objects, max_objects + 1))):
         spec = specs[int(rng.integers(0, len(specs)))]
-        frac = math.exp(rng.uniform(math.log(0.02), math.log(0.14)))
-        r = radius_for_area(spec.shape, frac * w * h)
-        cx = rng.uniform(0.05, 0.95) * w
-        cy = rng.uniform(0.05, 0.95) * h
-        objects.append(sample_object(rng, spec, cx, cy, r))
+        real.append(sample_object(rng, spec, rng.uniform(0.08, 0.92) * w, rng.uniform(0.08, 0.92) * h,
+                                  side * rng.uniform(*cell)))
+    objects += real
+    for _ in range(int(rng.integers(0, max_occluders + 1))):
+        objects.append(_occluder_on(rng, real[int(rng.integers(len(real)))]))
     return objects

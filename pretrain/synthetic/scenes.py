@@ -32,22 +32,24 @@ SET_CODES = {
 
 
 class OneObjectRecipe(NamedTuple):
-    """How the one-object (classification) scenes of a subset are drawn."""
+    """How the one-object (classification) scenes of a subset are drawn (:func:`.objects.classification_objects`)."""
 
     size: int  # default image side in pixels
-    area: tuple[float, float]  # range of the dominant object's share of the image
-    max_distractors: int  # smaller objects of other classes
-    max_radius: float = 0.6  # the dominant object's radius at most this fraction of the side
+    cell: tuple[float, float]  # range of the part spacing as a fraction of the side
+    distractor_p: float  # probability of a smaller object of another class
+    max_clutter: int  # loose parts scattered behind the object
+    occluder_p: float  # probability of a loose part over the object
 
 
-_STAND_IN = dict(area=(0.8, 1.3), max_distractors=0, max_radius=0.8)
-#: ImageNet folder and VOC: a dominant object on 20-55% of the image and up to 2 distractors.
-#: The CIFAR / Tiny ImageNet stand-ins: a close-up of one object, drawn at 80-130% of the image
-#: area (radius at most 0.8 of the side, so it fills most of the frame and may be cut by the
-#: border), no distractors: as in those datasets, the object fills the small frame.
+#: ImageNet folder and VOC: an object whose 3 x 3 layout spans 60-85% of the side (cell 0.2-0.28),
+#: clutter of up to 3 loose parts, a smaller object of another class in 30% of the images and a
+#: loose part over the object in 30%. The CIFAR / Tiny ImageNet stand-ins: a close-up (cell
+#: 0.27-0.33, the layout fills the frame and may be cut by the border) with one loose part at
+#: most and no distractor, as in those datasets the object fills the small frame. (All ours.)
+_STAND_IN = dict(cell=(0.27, 0.33), distractor_p=0.0, max_clutter=1, occluder_p=0.2)
 ONE_OBJECT_SCENES = {
-    "imagenet": OneObjectRecipe(64, (0.2, 0.55), 2),
-    "voc": OneObjectRecipe(64, (0.2, 0.55), 2),
+    "imagenet": OneObjectRecipe(64, (0.2, 0.28), 0.3, 3, 0.3),
+    "voc": OneObjectRecipe(64, (0.2, 0.28), 0.3, 3, 0.3),
     "cifar10": OneObjectRecipe(32, **_STAND_IN),
     "cifar100": OneObjectRecipe(32, **_STAND_IN),
     "tiny_imagenet": OneObjectRecipe(64, **_STAND_IN),
@@ -102,9 +104,10 @@ def build_scene(subset: str, split: str, index: int, *, seed: int = 0,
         else:
             rng = image_rng(seed, subset, split, label, index)
         size = recipe.size if size is None else int(size)
-        objs = classification_objects(rng, label, specs, size, max_distractors=recipe.max_distractors,
-                                      area=recipe.area, max_radius=recipe.max_radius)
-        return render_scene(rng, size, objs, main=len(objs) - 1)
+        objs, main = classification_objects(rng, label, specs, size, cell=recipe.cell,
+                                            distractor_p=recipe.distractor_p, max_clutter=recipe.max_clutter,
+                                            occluder_p=recipe.occluder_p)
+        return render_scene(rng, size, objs, main=main)
     if subset in ("ade", "coco"):
         wh = parse_size(128 if size is None else size)
         rng = image_rng(seed, subset, split, index)

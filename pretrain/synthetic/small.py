@@ -1,7 +1,7 @@
 """``write_synthetic_small()``: CIFAR-10 / CIFAR-100 / Tiny ImageNet stand-ins drawn from the synthetic world.
 
 The images are one-object scenes of the world (:data:`.scenes.ONE_OBJECT_SCENES`: a close-up
-of an object with its class shape, texture and hue, on the world's cluttered background)
+of an object of the class's layout of parts, on the world's cluttered background)
 rendered at the dataset's side, 32 px (CIFAR) or 64 px (Tiny ImageNet), by the same core as
 the ImageNet-style folder, and written in the published layout of the dataset so that
 :mod:`pretrain.data.small` reads them as it reads the real files.
@@ -24,8 +24,9 @@ __all__ = ["SMALL_FORMATS", "SMALL_VERSION", "MARKER", "stand_in_classes", "tiny
            "write_synthetic_small"]
 
 #: Version of the stand-ins' content, stored in :data:`MARKER`. 1: hue + texture fields
-#: (before the world rendered them); 2: scenes of the synthetic world.
-SMALL_VERSION = 2
+#: (before the world rendered them); 2: scenes of the synthetic world; 3: scenes of the
+#: world of layouts of parts (generator version 2).
+SMALL_VERSION = 3
 #: File in the written folder that marks it as a synthetic stand-in (and so replaceable).
 MARKER = ".synthetic_small.json"
 
@@ -33,9 +34,9 @@ MARKER = ".synthetic_small.json"
 def stand_in_classes(num_classes: int) -> list[int]:
     """The world classes that the labels ``0..K-1`` of a ``K``-class stand-in show.
 
-    Up to 10 classes: every ``10 / K``-th of the world's first ten (``c * 10 // K``), whose hues
-    are spread around the colour circle (4 classes: world classes 0, 2, 5, 7), so a small set
-    is as easy to tell apart by colour as a large one; from 10 classes on, the first ``K``.
+    Up to 10 classes: every ``10 / K``-th of the world's first ten (``c * 10 // K``), whose hue
+    triples are spread around the colour circle (4 classes: world classes 0, 2, 5, 7); from 10
+    classes on, the first ``K``.
     """
     if not 1 <= int(num_classes) <= MAX_CLASSES:
         raise ValueError(f"num_classes must be >= 1 and at most {MAX_CLASSES} (the classes of the synthetic "
@@ -96,7 +97,7 @@ def write_synthetic_small(root: str, fmt: str, num_classes: int = 10, train_per_
             order = layout.permutation(num_classes)  # the real wnids.txt is not sorted either
             if num_classes > 1 and bool((order[1:] > order[:-1]).all()):
                 order = order[::-1]
-            words = [f"{s.name}: {s.shape} with {s.texture} texture" for s in specs]
+            words = [f"{s.name}: {len(s.cells)} parts in a {s.layout} layout" for s in specs]
             write_tiny_imagenet(tmp, tiny_imagenet_wnids(num_classes), words, order, train, val)
         else:
             train = shuffled_split(layout, fmt, "train", classes, train_per_class, seed=seed, size=size)

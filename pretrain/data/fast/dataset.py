@@ -71,7 +71,8 @@ class FastTrainTransform:
         if interp not in _INTERP:
             raise ValueError(f"data.pipeline=fast supports data.interpolation in {sorted(_INTERP)}, got {interp!r}")
         self.resample = _INTERP[interp]
-        self.decoder = CropDecoder(scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), scaled=scaled, backend=backend)
+        self.decoder = CropDecoder(scale=tuple(data_cfg.get("crop_scale", (0.08, 1.0))), ratio=(3 / 4, 4 / 3),
+                                   scaled=scaled, backend=backend)
         self.hflip = 0.0 if on_device else 0.5
         self.augment = [] if on_device else timm_middle_transforms(data_cfg)
 

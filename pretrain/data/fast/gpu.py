@@ -188,8 +188,8 @@ def _padded(images, hmax: int, wmax: int) -> torch.Tensor:
 class GpuAugment:
     """``(EncodedBatch, epoch, batch) -> float (B, 3, S, S)``: decode, crop + resize, then ``DeviceAugment``."""
 
-    def __init__(self, img_size: int, after: DeviceAugment):
-        self.img_size, self.after = int(img_size), after
+    def __init__(self, img_size: int, after: DeviceAugment, scale=(0.08, 1.0)):
+        self.img_size, self.after, self.scale = int(img_size), after, tuple(scale)
 
     def decode(self, batch: EncodedBatch) -> List[torch.Tensor]:
         from torchvision.io import ImageReadMode, decode_jpeg
@@ -220,7 +220,7 @@ class GpuAugment:
         images = self.decode(batch)
         sizes = torch.tensor([[int(x.shape[2]), int(x.shape[1])] for x in images], dtype=torch.int64)  # metadata
         gen = torch.Generator().manual_seed(self.after.batch_seed(epoch, index) ^ 0xC409)
-        top, left, h, w = rrc_boxes(gen, sizes)
+        top, left, h, w = rrc_boxes(gen, sizes, self.scale)
         crops = crop_resize(images, top, left, h, w, self.img_size)
         return self.after(crops, epoch, index)
 
@@ -228,4 +228,4 @@ class GpuAugment:
 def build_gpu_augment(data_cfg, seed: int, rank: int) -> GpuAugment:
     from .device import build_device_augment
     after = build_device_augment({**data_cfg, "pipeline": "fast_device"}, seed, rank)
-    return GpuAugment(int(data_cfg["img_size"]), after)
+    return GpuAugment(int(data_cfg["img_size"]), after, data_cfg.get("crop_scale", (0.08, 1.0)))

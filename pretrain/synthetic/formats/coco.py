@@ -88,13 +88,13 @@ def coco_annotations(scene: Scene, min_area: int = 16, min_iou: float = 0.9) -> 
 def write_coco(root: Path, p: dict, specs: list[ClassSpec]) -> dict:
     """Write ``p["coco_train"]`` / ``p["coco_val"]`` multi-object scenes and their instance JSON files.
 
-    Category ``c + 1`` is class ``c`` (supercategory: its shape). Returns
+    Category ``c + 1`` is class ``c`` (supercategory ``parts<n>``: its number of parts). Returns
     ``{"images": {split: {"images", "annotations", "polygon", "rle"}}}`` for the manifest.
     """
     _import_mask_utils()
     (root / "annotations").mkdir(parents=True, exist_ok=True)
     w, h = p["seg_size"]
-    categories = [{"id": s.index + 1, "name": s.name, "supercategory": s.shape} for s in specs]
+    categories = [{"id": s.index + 1, "name": s.name, "supercategory": f"parts{len(s.cells)}"} for s in specs]
     counts = {}
     for split, n in (("train", p["coco_train"]), ("val", p["coco_val"])):
         d = root / split
