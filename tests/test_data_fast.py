@@ -2,6 +2,7 @@
 uint8 worker output, device-side normalization equal to timm's and erasing boxes distributed like timm's
 RandomErasing, and exact resume of an engine run."""
 import json
+import os
 import math
 import random
 
@@ -49,6 +50,35 @@ def test_crop_params_are_timms_draw_for_draw():
         assert rrc_params(w, h) == ref, (k, w, h)
         assert random.random() == (random.seed(k), RRC.get_params(Image.new("L", (w, h)), (0.08, 1.0), (3 / 4, 4 / 3)),
                                    random.random())[2]  # the same number of draws
+
+
+def test_crop_scale_reaches_timm_the_fast_decoder_and_the_gpu_boxes(photo_root):
+    """data.crop_scale is RandomResizedCrop's area range in every pipeline, and a bad value names the key."""
+    from timm.data.transforms import RandomResizedCropAndInterpolation as RRC
+
+    from pretrain.data.fast.dataset import FastTrainTransform
+    from pretrain.data.fast.gpu import rrc_boxes
+    from pretrain.engine.config import load_config
+
+    cfg = {**_cfg(96), "crop_scale": [0.35, 1.0]}
+    rrc = [t for t in build_transforms(cfg, train=True).transforms if isinstance(t, RRC)]
+    assert len(rrc) == 1 and tuple(rrc[0].scale) == (0.35, 1.0)
+    fast = FastTrainTransform(cfg, scaled=False)
+    assert fast.decoder.scale == (0.35, 1.0)
+    for k in range(200):  # the fast path draws timm's crops at that scale
+        random.seed(k)
+        ref = RRC.get_params(Image.new("L", (500, 375)), (0.35, 1.0), (3 / 4, 4 / 3))
+        random.seed(k)
+        assert rrc_params(500, 375, (0.35, 1.0)) == ref
+    gen = torch.Generator().manual_seed(0)
+    sizes = torch.tensor([[500, 375]] * 4000)
+    top, left, h, w = rrc_boxes(gen, sizes, (0.35, 1.0))
+    area = (h * w).double() / (500 * 375)
+    assert area.min() >= 0.35 - 0.01 and area.max() <= 1.0
+    for bad in ("[0.5, 0.2]", "[0, 1]", "[0.3]", "0.3"):
+        with pytest.raises(ValueError, match=r"data\.crop_scale"):
+            load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "pretrain", "synthetic_base.yaml"),
+                        [f"data.crop_scale={bad}"])
 
 
 def test_pow2_factor():

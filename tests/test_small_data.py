@@ -381,6 +381,7 @@ def test_cli_writes_a_readable_set_and_rejects_bad_formats(tmp_path, capsys):
 
 
 def test_console_script_writes_every_format(tmp_path, capsys):
+    from pretrain.synthetic import MAX_CLASSES
     from pretrain.synthetic.cli import main
 
     assert main(["--format", "cifar100", "--out", str(tmp_path), "--num-classes", "3", "--train-per-class", "2",
@@ -390,8 +391,8 @@ def test_console_script_writes_every_format(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:  # options of the ImageNet/ADE20K/COCO/VOC world are refused
         main(["--format", "cifar10", "--out", str(tmp_path), "--only", "voc"])
     assert e.value.code == 2 and "--only applies to --format world only" in capsys.readouterr().err
-    assert main(["--format", "tiny_imagenet", "--out", str(tmp_path), "--num-classes", "101"]) == 2
-    assert "at most 100 (the classes of the synthetic world)" in capsys.readouterr().err
+    assert main(["--format", "tiny_imagenet", "--out", str(tmp_path), "--num-classes", str(MAX_CLASSES + 1)]) == 2
+    assert f"at most {MAX_CLASSES} (the classes of the synthetic world)" in capsys.readouterr().err
 
 
 def test_cli_runs_as_a_script(tmp_path):

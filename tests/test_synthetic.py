@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from pretrain import synthetic as S
-from pretrain.synthetic import generator, render, scenes, shapes
+from pretrain.synthetic import generator, render, scenes
 
 REPO = Path(__file__).resolve().parents[1]
 

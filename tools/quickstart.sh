@@ -27,6 +27,32 @@ mkdir -p "$OUT"
 T0=$(date +%s)
 MIXERS="cutmix transmix tokenmix"
 
+# one pretraining run: its log goes to $RUN/pretrain_<mixer>.log; extra arguments are config overrides
+pretrain() {
+  local mixer=$1; shift
+  bash tools/pretrain.sh "configs/pretrain/synthetic_$mixer.yaml" data.root="$DATA/imagenet" \
+    train.epochs="$EPOCHS" train.out_dir="$RUN/pretrain_$mixer" train.log_interval=0 "$@" \
+    > "$RUN/pretrain_$mixer.log" 2>&1 || { tail -n 40 "$RUN/pretrain_$mixer.log"; return 1; }
+  echo "[quickstart] seed $seed pretrained with $mixer: $(grep -o '"val_top1": [0-9.]*' \
+    "$RUN/pretrain_$mixer/summary.json" | tail -n 1)"
+}
+# one ADE20K-layout Linear-head run from random init or a checkpoint, with $2 intra-op threads
+segment() {
+  local init=$1 threads=$2 ckpt=None
+  [ "$init" != random ] && ckpt="$RUN/pretrain_$init/model.safetensors"
+  rm -rf "$RUN/seg_$init"
+  OMP_NUM_THREADS=$threads mim train mmseg configs/mmseg/linear_synthetic.py --work-dir "$RUN/seg_$init" \
+    --cfg-options model.backbone.pretrained="$ckpt" train_cfg.max_iters="$SEG_ITERS" \
+    train_cfg.val_interval="$SEG_ITERS" param_scheduler.0.end="$SEG_ITERS" \
+    train_dataloader.dataset.data_root="$DATA/ade" \
+    val_dataloader.dataset.data_root="$DATA/ade" test_dataloader.dataset.data_root="$DATA/ade" \
+    > "$RUN/seg_$init.log" 2>&1 || { tail -n 40 "$RUN/seg_$init.log"; return 1; }
+  echo "[quickstart] seed $seed segmentation from $init init: $(grep -oE "mIoU: [0-9.]+" "$RUN/seg_$init.log" | tail -n 1)"
+}
+
+# Two cores, single-threaded runs side by side (every run is seeded and single-threaded, so its numbers do
+# not depend on what runs beside it): CutMix | TransMix, then TokenMix (its teacher is the CutMix run) |
+# the random/CutMix/TransMix segmentation runs, then the TokenMix segmentation run on both cores.
 for seed in $SEEDS; do
   DATA=$DATA0
   [ "$seed" != 0 ] && DATA="$DATA0-seed$seed"
@@ -35,36 +61,25 @@ for seed in $SEEDS; do
   echo; echo "[quickstart] seed $seed 1/4 synthetic data in $DATA"
   $PY tools/make_synthetic.py --out "$DATA" --seed "$seed"
 
-  for mixer in $MIXERS; do
-    echo; echo "[quickstart] seed $seed 2/4 pretraining with $mixer ($EPOCHS epochs)"
-    extra=()
-    # TokenMix's targets come from a frozen teacher's CLS attention: the CutMix run trained just before
-    [ "$mixer" = tokenmix ] && extra=("mixer.teacher.checkpoint=$RUN/pretrain_cutmix/model.safetensors")
-    bash tools/pretrain.sh "configs/pretrain/synthetic_$mixer.yaml" data.root="$DATA/imagenet" \
-      train.epochs="$EPOCHS" train.out_dir="$RUN/pretrain_$mixer" train.log_interval=0 "${extra[@]}"
-  done
+  echo; echo "[quickstart] seed $seed 2/4 pretraining with CutMix and TransMix ($EPOCHS epochs), then TokenMix"
+  pretrain cutmix data.workers=1 & a=$!
+  pretrain transmix data.workers=1 & b=$!
+  wait $a; wait $b
+  # TokenMix's targets come from a frozen teacher's CLS attention: the CutMix run trained just before
+  pretrain tokenmix data.workers=1 "mixer.teacher.checkpoint=$RUN/pretrain_cutmix/model.safetensors" & c=$!
 
-  for init in random $MIXERS; do
-    echo; echo "[quickstart] seed $seed 3/4 ADE20K-layout Linear head from $init init ($SEG_ITERS iterations)"
-    ckpt=None
-    [ "$init" != random ] && ckpt="$RUN/pretrain_$init/model.safetensors"
-    rm -rf "$RUN/seg_$init"
-    # one data worker here, so two intra-op threads use both cores (68 s vs 110 s for 300 iterations)
-    OMP_NUM_THREADS=${QS_SEG_THREADS:-2} mim train mmseg configs/mmseg/linear_synthetic.py --work-dir "$RUN/seg_$init" \
-      --cfg-options model.backbone.pretrained="$ckpt" train_cfg.max_iters="$SEG_ITERS" \
-      train_cfg.val_interval="$SEG_ITERS" param_scheduler.0.end="$SEG_ITERS" \
-      train_dataloader.dataset.data_root="$DATA/ade" \
-      val_dataloader.dataset.data_root="$DATA/ade" test_dataloader.dataset.data_root="$DATA/ade" \
-      > "$RUN/seg_$init.log" 2>&1 || { tail -n 40 "$RUN/seg_$init.log"; exit 1; }
-    grep -E "mIoU" "$RUN/seg_$init.log" | tail -n 1 || true
-  done
+  echo; echo "[quickstart] seed $seed 3/4 ADE20K-layout Linear head from each init ($SEG_ITERS iterations)"
+  for init in random cutmix transmix; do segment "$init" 1; done
+  wait $c
+  segment tokenmix "${QS_SEG_THREADS:-2}"
 
   echo; echo "[quickstart] seed $seed 4/4 occlusion, patch shuffle, class-subset and attention-quality studies"
   ckpts=()
   for mixer in $MIXERS; do ckpts+=("$mixer=$RUN/pretrain_$mixer/model.safetensors"); done
-  $PY tools/analyze.py all --data "$DATA" --out "$RUN/analysis" --ckpt "${ckpts[@]}" > "$RUN/analysis.log" 2>&1 \
-    || { tail -n 40 "$RUN/analysis.log"; exit 1; }
+  OMP_NUM_THREADS=2 $PY tools/analyze.py all --data "$DATA" --out "$RUN/analysis" --ckpt "${ckpts[@]}" \
+    > "$RUN/analysis.log" 2>&1 || { tail -n 40 "$RUN/analysis.log"; exit 1; }
 done
 
 echo
-$PY tools/quickstart_report.py --out "$OUT" --data "$DATA0" --seeds $SEEDS --elapsed $(( $(date +%s) - T0 ))
+OMP_NUM_THREADS=2 $PY tools/quickstart_report.py --out "$OUT" --data "$DATA0" --seeds $SEEDS \
+  --elapsed $(( $(date +%s) - T0 ))

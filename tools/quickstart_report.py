@@ -79,6 +79,22 @@ def summarise(per_seed: dict) -> dict:
     return out
 
 
+def analysis_lines(path: str) -> list[str]:
+    """Occlusion and patch-shuffle top-1 per checkpoint from ``tools/analyze.py all``'s summary.json."""
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        summary = json.load(f)
+    keys = ("occl_random_0", "occl_random_0.5", "occl_random_0.9", "occl_salient_0.5", "occl_nonsalient_0.5",
+            "shuffle_mean")
+    lines = ["top-1 with patches dropped (random 0 / 50 / 90 %; 50 % salient vs non-salient) and shuffled:"]
+    for name, d in summary.items():
+        v = ["n/a" if d.get(k) is None else f"{d[k]:.1f}" for k in keys]
+        lines.append(f"  {NAMES.get(name, name):<11} {v[0]} / {v[1]} / {v[2]}; salient {v[3]} vs non-salient {v[4]}; "
+                     f"shuffled {v[5]}")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True, help="quickstart output folder with seed<N>/ run folders")
@@ -139,6 +155,8 @@ def main() -> None:
     print("logistic regression on the frozen backbone's features; ADE mIoU: the fine-tuned Linear head.")
     analysis = os.path.join(args.out, f"seed{min(per_seed)}", "analysis")
     if os.path.isdir(analysis):
+        for line in analysis_lines(os.path.join(analysis, "summary.json")):
+            print(line)
         print(f"robustness/attention studies (CSV, JSON, PNG): {analysis}")
     if args.elapsed is not None:
         print(f"wall time after set-up: {args.elapsed // 60} min {args.elapsed % 60} s; "

@@ -1,7 +1,7 @@
-"""The class shapes as inside tests in an object's own normalised frame.
+"""The part shapes (and a few others) as inside tests in a part's own normalised frame.
 
 A shape of "radius 1" fits the unit disc; :func:`shape_mask` takes the coordinates
-``(u, v)`` of pixel centres already rotated and divided by the object's radius.
+``(u, v)`` of pixel centres already rotated and divided by the part's radius.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The class textures: which of an object's two colours each pixel takes.
+"""The part textures: which of a part's two colours each pixel takes.
 
-Textures are laid out in image axes around the object centre (they do not turn with
+Textures are laid out in image axes around the part centre (they do not turn with
 the shape), with a period in pixels and a phase in [0, 1) per axis.
 """
 
