@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole path on the embedded synthetic world, CPU-sized (about 15 minutes on 2 cores after set-up):
+# The whole path on the embedded synthetic world, CPU-sized (about 25 minutes per generator seed on 2 cores
+# after set-up, measured 2026-12-03; docs/segmentation.md):
 #   set-up -> synthetic data -> pretrain (CutMix, TransMix, TokenMix with the CutMix run as its teacher)
 #   -> ADE20K-layout Linear-head transfer (random init and each checkpoint) with `mim train mmseg`
 #   -> robustness and attention-quality studies of the checkpoints -> a table of val top-1, linear-probe
