@@ -56,6 +56,7 @@ def draw_object(img: np.ndarray, obj: ObjectSpec, rng: np.random.Generator) -> n
     h, w = img.shape[:2]
     full = np.zeros((h, w), bool)
     ca, sa = math.cos(obj.angle), math.sin(obj.angle)
+    extent = obj.radius  # the shading's scale: one value for the whole object
     for part, (px, py) in zip(obj.parts, obj.part_centres()):
         ext = part.radius + 1.0
         x0, x1 = max(int(math.floor(px - ext)), 0), min(int(math.ceil(px + ext)), w)
@@ -73,7 +74,7 @@ def draw_object(img: np.ndarray, obj: ObjectSpec, rng: np.random.Generator) -> n
         col = c1 + t[..., None] * (c2 - c1)
         ox = (np.arange(x0, x1) + 0.5 - obj.cx)[None, :]
         oy = (np.arange(y0, y1) + 0.5 - obj.cy)[:, None]
-        shade = 1.0 + (obj.light[0] * ox + obj.light[1] * oy) / obj.radius
+        shade = 1.0 + (obj.light[0] * ox + obj.light[1] * oy) / extent
         col *= shade[..., None]
         sigma = 9.0 if part.texture == "solid" else 4.0
         col += rng.normal(0.0, sigma, size=col.shape[:2])[..., None]
