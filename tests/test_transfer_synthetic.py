@@ -15,11 +15,8 @@ import os
 
 import pytest
 import torch
-from torch.utils.data import DataLoader
-
 from pretrain.analysis.common import load_classifier
-from pretrain.analysis.linear_probe import extract_features, probe_top1
-from pretrain.data.folders import build_folder_dataset
+from pretrain.analysis.linear_probe import folder_loaders, model_probe_top1
 from pretrain.engine.config import load_config
 from pretrain.engine.train import train
 from pretrain.objectives.classification import build_vit
@@ -37,14 +34,12 @@ def tiny_transfer_config(root, out):
 
 def probe_gap(cfg, checkpoint: str) -> tuple[float, float]:
     """Linear-probe top-1 (%) of the random-init ViT and of ``checkpoint`` on the config's folder."""
-    dc = cfg["data"]
-    loaders = [DataLoader(build_folder_dataset(dc, split, train=False), batch_size=64) for split in ("train", "val")]
+    loaders = folder_loaders(cfg["data"], batch_size=64)
     torch.manual_seed(cfg["train"]["seed"])
     random_init = build_vit(cfg)
     pretrained = load_classifier(checkpoint).model
-    k = int(dc["num_classes"])
-    return tuple(probe_top1(extract_features(m, loaders[0]), extract_features(m, loaders[1]), k)
-                 for m in (random_init, pretrained))
+    k = int(cfg["data"]["num_classes"])
+    return tuple(model_probe_top1(m, loaders, k) for m in (random_init, pretrained))
 
 
 @pytest.mark.slow

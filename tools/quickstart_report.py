@@ -25,35 +25,25 @@ COLUMNS = (("val_top1", "val top-1"), ("probe_top1", "probe top-1"), ("mIoU", "A
 REFERENCE = os.path.join(ROOT, "docs", "results", "quickstart_seeds.json")
 
 
-def _loaders(data_root: str, cfg: dict):
-    from torch.utils.data import DataLoader
-
-    from pretrain.data.folders import build_folder_dataset
-
-    dc = cfg["data"]
-    return [DataLoader(build_folder_dataset(dc, split, train=False), batch_size=dc["batch_size"])
-            for split in (dc["train_split"], dc["val_split"])]
-
-
 def seed_rows(run: str, data_root: str) -> list[dict]:
     """The rows of one generator seed's run folder ``run`` (its data in ``data_root``)."""
     import torch
 
     from pretrain.analysis.common import load_classifier
-    from pretrain.analysis.linear_probe import extract_features, probe_top1
+    from pretrain.analysis.linear_probe import folder_loaders, model_probe_top1
     from pretrain.engine.config import load_config
     from pretrain.objectives.classification import build_vit, evaluate
 
     cfg = load_config(os.path.join(ROOT, "configs/pretrain/synthetic_base.yaml"),
                       [f"data.root={os.path.join(data_root, 'imagenet')}"])
-    train_loader, val_loader = _loaders(data_root, cfg)
+    loaders = folder_loaders(cfg["data"], batch_size=cfg["data"]["batch_size"])
     k = int(cfg["data"]["num_classes"])
     rows = []
     for init in INITS:
         if init == "random":  # what the segmentation 'random' row starts from
             torch.manual_seed(cfg["train"]["seed"])
             model = build_vit(cfg)
-            top1 = evaluate(model, val_loader, torch.device("cpu"), None)["top1"]
+            top1 = evaluate(model, loaders[1], torch.device("cpu"), None)["top1"]
         else:
             ckpt = os.path.join(run, f"pretrain_{init}", "model.safetensors")
             if not os.path.isfile(ckpt):
@@ -62,7 +52,7 @@ def seed_rows(run: str, data_root: str) -> list[dict]:
             model = load_classifier(ckpt).model
             with open(os.path.join(run, f"pretrain_{init}", "summary.json")) as f:
                 top1 = json.load(f)["final"].get("val_top1")
-        probe = probe_top1(extract_features(model, train_loader), extract_features(model, val_loader), k)
+        probe = model_probe_top1(model, loaders, k)
         rows.append(dict(init=init, val_top1=top1, probe_top1=probe,
                          mIoU=last_scalar(os.path.join(run, f"seg_{init}"), "mIoU")))
     return rows

@@ -16,7 +16,7 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["extract_features", "fit_logistic", "probe_top1"]
+__all__ = ["extract_features", "fit_logistic", "probe_top1", "folder_loaders", "model_probe_top1"]
 
 
 @torch.no_grad()
@@ -67,3 +67,20 @@ def probe_top1(train: Tuple[torch.Tensor, torch.Tensor], val: Tuple[torch.Tensor
     w, b, mean, std = fit_logistic(*train, num_classes, weight_decay)
     logits = ((val[0].double() - mean) / std) @ w.T + b
     return 100.0 * (logits.argmax(1) == val[1]).double().mean().item()
+
+
+def folder_loaders(data_cfg, batch_size: int = 64):
+    """``(train, val)`` loaders of an ImageNet-style folder (``data.train_split`` / ``data.val_split``)
+    with the evaluation transform: the probe's inputs, unaugmented."""
+    from torch.utils.data import DataLoader
+
+    from ..data.folders import build_folder_dataset
+
+    return tuple(DataLoader(build_folder_dataset(data_cfg, data_cfg[k], train=False), batch_size=batch_size)
+                 for k in ("train_split", "val_split"))
+
+
+def model_probe_top1(model: torch.nn.Module, loaders, num_classes: int, weight_decay: float = 1e-4) -> float:
+    """Top-1 (%) of the probe on ``model``'s frozen features: fitted on ``loaders[0]``, scored on ``loaders[1]``."""
+    return probe_top1(extract_features(model, loaders[0]), extract_features(model, loaders[1]), num_classes,
+                      weight_decay)
