@@ -410,3 +410,18 @@ def test_make_label_maps_skips_hidden_folders_like_the_training_dataset(tmp_path
     assert index == [os.path.relpath(p, tmp_path / "train") for p, _ in engine.samples]
     assert len(index) == 4 and not any(".ipynb" in p for p in index)
     assert np.load(out / "maps.npy").shape[0] == 4
+
+
+def test_mask_ratio_null_from_a_config_draws_the_share_per_batch():
+    """mixer.mask_ratio: null (YAML) reaches the class as None: the pasted share is drawn from
+    Beta(cutmix_alpha, cutmix_alpha) per batch instead of the official constant 0.5; a None for an option
+    that does not take one is still an error naming the key."""
+    x, y = torch.randn(4, 3, 32, 32), torch.arange(4)
+    fixed = build_mixer({"name": "tokenmix", "mixup_alpha": 0.0, "patch_size": 4}, 4, seed=0)
+    drawn = build_mixer({"name": "tokenmix", "mixup_alpha": 0.0, "patch_size": 4, "mask_ratio": None}, 4, seed=0)
+    assert drawn.mask_ratio is None
+    n_fixed = {int(fixed(x, y).aux["patch_mask"][0].sum()) for _ in range(6)}
+    n_drawn = {int(drawn(x, y).aux["patch_mask"][0].sum()) for _ in range(6)}
+    assert n_fixed == {int(0.5 * 64) + round(64 / 14)} and len(n_drawn) > 1
+    with pytest.raises(ValueError, match=r"mixer\.mixup_alpha .* must be a number"):
+        build_mixer({"name": "tokenmix", "mixup_alpha": None}, 4)

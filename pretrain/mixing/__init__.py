@@ -59,9 +59,25 @@ def _init_defaults(cls) -> Dict[str, Any]:
     return out
 
 
-def _checked_value(name: str, key: str, value: Any, default: Any) -> Any:
+def _nullable(cls) -> set:
+    """Keyword options of a mixer class annotated as accepting None (``Optional[...]``, ``X | None``)."""
+    out = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        for n, p in inspect.signature(klass.__init__).parameters.items():
+            text = str(p.annotation)  # a string: the modules use postponed annotations
+            if text.startswith("Optional[") or "None" in [t.strip() for t in text.split("|")]:
+                out.add(n)
+    return out
+
+
+def _checked_value(name: str, key: str, value: Any, default: Any, nullable: bool = False) -> Any:
     """``value`` of option ``mixer.<key>`` against the type of its default: numbers written as strings are
-    read as numbers; a value of the wrong type is a ValueError naming the key, the value and the type."""
+    read as numbers; None where the option admits it; a value of the wrong type is a ValueError naming
+    the key, the value and the type."""
+    if value is None and nullable:
+        return None
     if isinstance(default, bool):
         if isinstance(value, bool) or value in (0, 1) and not isinstance(value, str):
             return bool(value)
@@ -95,7 +111,8 @@ def mixer_options(cfg: Dict[str, Any]):
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for mixer '{name}'; allowed: {', '.join(sorted(allowed))}")
     defaults_of = _init_defaults(cls)
-    kwargs = {k: _checked_value(name, k, v, defaults_of[k]) if k in cfg and k in defaults_of else v
+    nullable = _nullable(cls)
+    kwargs = {k: _checked_value(name, k, v, defaults_of[k], k in nullable) if k in cfg and k in defaults_of else v
               for k, v in kwargs.items()}
     return name, cls, kwargs
 
