@@ -308,6 +308,14 @@ def test_max_batches_limits_every_study_to_the_first_batches(synthetic_root, ckp
     for study, keys in counts.items():
         rows = json.loads((out / f"{study}.json").read_text())["rows"]
         assert rows and all(r[k] == 6 for r in rows for k in keys), (study, rows[0])
+    # --ratios (the quickstart's 0 0.5 0.9): the same counts at those ratios as the full curve (nested masks)
+    run(["all", "--data", str(synthetic_root), "--out", str(tmp_path / "few"), "--device", "cpu", "--workers", "0",
+         "--batch-size", "3", "--max-batches", "2", "--ratios", "0", "0.5", "0.9", "--ckpt", f"a={ckpts['a'][0]}"])
+    full = {(r["mode"], r["ratio"]): r["correct"] for r in json.loads((out / "occlusion.json").read_text())["rows"]}
+    few = {(r["mode"], r["ratio"]): r["correct"]
+           for r in json.loads((tmp_path / "few" / "occlusion.json").read_text())["rows"]}
+    assert sorted({ratio for _, ratio in few}) == [0.0, 0.5, 0.9] and len(few) == 9
+    assert few == {k: full[k] for k in few}
     with pytest.raises(SystemExit):
         run(["occlusion", "--data", str(synthetic_root), "--out", str(out), "--ckpt", f"a={ckpts['a'][0]}",
              "--max-batches", "0"])

@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("all", help="every study on a synthetic world (tools/make_synthetic.py)")
     _common(p, "synthetic root (holding imagenet/, voc/, classes.json)")
     p.add_argument("--saliency", default=None, metavar="PATH", help="external saliency model for occlusion")
+    p.add_argument("--ratios", type=float, nargs="+", default=list(DEFAULT_RATIOS),
+                   help="occlusion drop ratios (default 0.0 ... 0.9; the summary reads 0, 0.5 and 0.9)")
     p.set_defaults(crop_pct=1.0, batch_size=64, workers=2)
     return ap
 
@@ -307,7 +309,7 @@ def run_all(args) -> Dict:
     def ns(**kw):
         return argparse.Namespace(**{**base, **kw})
 
-    results["occlusion"] = run_occlusion(ns(data=val, ratios=list(DEFAULT_RATIOS), modes=list(MODES)), models)
+    results["occlusion"] = run_occlusion(ns(data=val, ratios=list(args.ratios), modes=list(MODES)), models)
     grids = [g for g in valid_grid_sizes(models[0].img_size, models[0].patch_size)]
     results["shuffle"] = run_shuffle(ns(data=val, grid_sizes=grids), models)
     subset_dir = os.path.join(args.out, "data", "subset_val")
