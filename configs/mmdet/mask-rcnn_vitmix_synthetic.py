@@ -29,7 +29,9 @@ classes_file = os.path.join(synthetic_dir, 'classes.json')
 if os.path.isfile(classes_file):
     classes = tuple(json.loads(pathlib.Path(classes_file).read_text('utf-8')))
 else:
-    classes = tuple(f'class{c:02d}' for c in range(10))  # not generated yet
+    # not generated yet: the generator's default of 10 classes, named as it names them
+    from pretrain.synthetic.world import class_names
+    classes = tuple(class_names(10))
 num_classes = len(classes)
 metainfo = dict(classes=classes)
 
