@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole path on the embedded synthetic world, CPU-sized (about 25 minutes per generator seed on 2 cores
-# after set-up, measured 2026-12-03; docs/segmentation.md):
+# The whole path on the embedded synthetic world, CPU-sized (about 13 minutes per generator seed on 2 cores
+# after set-up, measured 2026-12-04; docs/segmentation.md):
 #   set-up -> synthetic data -> pretrain (CutMix, TransMix, TokenMix with the CutMix run as its teacher)
 #   -> ADE20K-layout Linear-head transfer (random init and each checkpoint) with `mim train mmseg`
 #   -> robustness and attention-quality studies of the checkpoints -> a table of val top-1, linear-probe
@@ -27,12 +27,17 @@ DATA0=data/synthetic
 mkdir -p "$OUT"
 T0=$(date +%s)
 MIXERS="cutmix transmix tokenmix"
+# each background job in its own process group, so that a failure (or Ctrl-C) stops the runs beside it
+set -m
+stop_jobs() { local j; for j in $(jobs -p); do kill -- "-$j" 2>/dev/null || true; done; }
+trap stop_jobs EXIT
 
 # one pretraining run: its log goes to $RUN/pretrain_<mixer>.log; extra arguments are config overrides
+# (validated every 4 epochs and after the last: the table reads the last)
 pretrain() {
   local mixer=$1; shift
   bash tools/pretrain.sh "configs/pretrain/synthetic_$mixer.yaml" data.root="$DATA/imagenet" \
-    train.epochs="$EPOCHS" train.out_dir="$RUN/pretrain_$mixer" train.log_interval=0 "$@" \
+    train.epochs="$EPOCHS" train.out_dir="$RUN/pretrain_$mixer" train.log_interval=0 train.eval_interval=4 "$@" \
     > "$RUN/pretrain_$mixer.log" 2>&1 || { tail -n 40 "$RUN/pretrain_$mixer.log"; return 1; }
   echo "[quickstart] seed $seed pretrained with $mixer: $(grep -o '"val_top1": [0-9.]*' \
     "$RUN/pretrain_$mixer/summary.json" | tail -n 1)"
@@ -51,33 +56,35 @@ segment() {
   echo "[quickstart] seed $seed segmentation from $init init: $(grep -oE "mIoU: [0-9.]+" "$RUN/seg_$init.log" | tail -n 1)"
 }
 
-# Two cores, single-threaded runs side by side (every run is seeded and single-threaded, so its numbers do
-# not depend on what runs beside it): CutMix | TransMix, then TokenMix (its teacher is the CutMix run) |
-# the random/CutMix/TransMix segmentation runs, then the TokenMix segmentation run on both cores.
+# Two cores, two single-threaded lanes side by side (every run is seeded and single-threaded, so its
+# numbers do not depend on what runs beside it). Lane 1: CutMix, then TokenMix (its teacher is that CutMix
+# run), then TokenMix's segmentation run; lane 2: TransMix, the random-init and TransMix segmentation runs,
+# then (once CutMix is done) CutMix's segmentation run.
 for seed in $SEEDS; do
   DATA=$DATA0
   [ "$seed" != 0 ] && DATA="$DATA0-seed$seed"
   RUN="$OUT/seed$seed"
   mkdir -p "$RUN"
-  echo; echo "[quickstart] seed $seed 1/4 synthetic data in $DATA"
+  echo; echo "[quickstart] seed $seed 1/3 synthetic data in $DATA"
   $PY tools/make_synthetic.py --out "$DATA" --seed "$seed"
 
-  echo; echo "[quickstart] seed $seed 2/4 pretraining with CutMix and TransMix ($EPOCHS epochs), then TokenMix"
+  echo; echo "[quickstart] seed $seed 2/3 pretraining ($EPOCHS epochs) and the ADE20K-layout Linear head" \
+    "from each init ($SEG_ITERS iterations), two runs at a time"
   pretrain cutmix data.workers=1 & a=$!
-  pretrain transmix data.workers=1 & b=$!
-  wait $a; wait $b
-  # TokenMix's targets come from a frozen teacher's CLS attention: the CutMix run trained just before
-  pretrain tokenmix data.workers=1 "mixer.teacher.checkpoint=$RUN/pretrain_cutmix/model.safetensors" & c=$!
-
-  echo; echo "[quickstart] seed $seed 3/4 ADE20K-layout Linear head from each init ($SEG_ITERS iterations)"
-  for init in random cutmix transmix; do segment "$init" 1; done
+  { pretrain transmix data.workers=1 && segment random 1 && segment transmix 1; } & b=$!
+  wait $a
+  # TokenMix's targets come from a frozen teacher's CLS attention: the CutMix run just trained
+  { pretrain tokenmix data.workers=1 "mixer.teacher.checkpoint=$RUN/pretrain_cutmix/model.safetensors" &&
+    segment tokenmix 1; } & c=$!
+  wait $b
+  segment cutmix 1
   wait $c
-  segment tokenmix "${QS_SEG_THREADS:-2}"
 
-  echo; echo "[quickstart] seed $seed 4/4 occlusion, patch shuffle, class-subset and attention-quality studies"
+  echo; echo "[quickstart] seed $seed 3/3 occlusion, patch shuffle, class-subset and attention-quality studies"
   ckpts=()
   for mixer in $MIXERS; do ckpts+=("$mixer=$RUN/pretrain_$mixer/model.safetensors"); done
-  OMP_NUM_THREADS=2 $PY tools/analyze.py all --data "$DATA" --out "$RUN/analysis" --ckpt "${ckpts[@]}" \
+  # the drop ratios the report reads (the full curve: leave --ratios out, about 4 x as long)
+  OMP_NUM_THREADS=2 $PY tools/analyze.py all --data "$DATA" --out "$RUN/analysis" --ratios 0 0.5 0.9 --ckpt "${ckpts[@]}" \
     > "$RUN/analysis.log" 2>&1 || { tail -n 40 "$RUN/analysis.log"; exit 1; }
 done
 
