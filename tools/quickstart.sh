@@ -42,12 +42,12 @@ pretrain() {
   echo "[quickstart] seed $seed pretrained with $mixer: $(grep -o '"val_top1": [0-9.]*' \
     "$RUN/pretrain_$mixer/summary.json" | tail -n 1)"
 }
-# one ADE20K-layout Linear-head run from random init or a checkpoint, with $2 intra-op threads
+# one ADE20K-layout Linear-head run from random init or a checkpoint (OMP_NUM_THREADS threads, as pretraining)
 segment() {
-  local init=$1 threads=$2 ckpt=None
+  local init=$1 ckpt=None
   [ "$init" != random ] && ckpt="$RUN/pretrain_$init/model.safetensors"
   rm -rf "$RUN/seg_$init"
-  OMP_NUM_THREADS=$threads mim train mmseg configs/mmseg/linear_synthetic.py --work-dir "$RUN/seg_$init" \
+  mim train mmseg configs/mmseg/linear_synthetic.py --work-dir "$RUN/seg_$init" \
     --cfg-options model.backbone.pretrained="$ckpt" train_cfg.max_iters="$SEG_ITERS" \
     train_cfg.val_interval="$SEG_ITERS" param_scheduler.0.end="$SEG_ITERS" \
     train_dataloader.dataset.data_root="$DATA/ade" \
@@ -71,13 +71,13 @@ for seed in $SEEDS; do
   echo; echo "[quickstart] seed $seed 2/3 pretraining ($EPOCHS epochs) and the ADE20K-layout Linear head" \
     "from each init ($SEG_ITERS iterations), two runs at a time"
   pretrain cutmix data.workers=1 & a=$!
-  { pretrain transmix data.workers=1 && segment random 1 && segment transmix 1; } & b=$!
+  { pretrain transmix data.workers=1 && segment random && segment transmix; } & b=$!
   wait $a
   # TokenMix's targets come from a frozen teacher's CLS attention: the CutMix run just trained
   { pretrain tokenmix data.workers=1 "mixer.teacher.checkpoint=$RUN/pretrain_cutmix/model.safetensors" &&
-    segment tokenmix 1; } & c=$!
+    segment tokenmix; } & c=$!
   wait $b
-  segment cutmix 1
+  segment cutmix
   wait $c
 
   echo; echo "[quickstart] seed $seed 3/3 occlusion, patch shuffle, class-subset and attention-quality studies"
