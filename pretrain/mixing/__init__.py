@@ -47,28 +47,29 @@ def _init_options(cls) -> set:
     return allowed - {"self", "num_classes", "seed"}
 
 
+def _mro_init_params(cls):
+    """``(name, inspect.Parameter)`` of every ``__init__`` along the class's MRO, nearest class first."""
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            yield from inspect.signature(klass.__init__).parameters.items()
+
+
 def _init_defaults(cls) -> Dict[str, Any]:
     """Default values of the mixer class's keyword options (the nearest class that states one wins)."""
     out: Dict[str, Any] = {}
-    for klass in cls.__mro__:
-        if "__init__" not in vars(klass):
-            continue
-        for n, p in inspect.signature(klass.__init__).parameters.items():
-            if p.default is not p.empty and n not in out:
-                out[n] = p.default
+    for n, p in _mro_init_params(cls):
+        if p.default is not p.empty and n not in out:
+            out[n] = p.default
     return out
 
 
 def _nullable(cls) -> set:
     """Keyword options of a mixer class annotated as accepting None (``Optional[...]``, ``X | None``)."""
     out = set()
-    for klass in cls.__mro__:
-        if "__init__" not in vars(klass):
-            continue
-        for n, p in inspect.signature(klass.__init__).parameters.items():
-            text = str(p.annotation)  # a string: the modules use postponed annotations
-            if text.startswith("Optional[") or "None" in [t.strip() for t in text.split("|")]:
-                out.add(n)
+    for n, p in _mro_init_params(cls):
+        text = str(p.annotation)  # a string: the modules use postponed annotations
+        if text.startswith("Optional[") or "None" in [t.strip() for t in text.split("|")]:
+            out.add(n)
     return out
 
 
